@@ -1,0 +1,5 @@
+import sys
+
+from landmeta.cli import main
+
+sys.exit(main())

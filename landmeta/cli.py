@@ -1,0 +1,43 @@
+"""The `landmeta` console script: sub-commands parse arguments and call the library.
+
+Each sub-command lives in `landmeta/commands/<name>.py` with `register(subparsers)`, which adds
+its parser and sets `func(args) -> int`. Library errors become one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from landmeta import __version__
+from landmeta.errors import LandmetaError
+
+COMMANDS = ["config"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="landmeta", description="Few-shot land-cover mapping by meta-learning over regions."
+    )
+    parser.add_argument("--version", action="version", version=f"landmeta {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"landmeta.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except LandmetaError as exc:
+        print(f"landmeta {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"landmeta {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

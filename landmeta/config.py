@@ -1,0 +1,259 @@
+"""Typed run configuration: YAML files <-> dataclasses, with `--set section.key=value` overrides.
+
+A config file may start with `extends: other.yaml` (resolved beside it) to inherit and override
+another. Unknown keys and wrong types raise ConfigError naming the key and the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from landmeta.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """What the model sees of the chip store."""
+
+    bands: list[str] | None = None  # band names to use; None = all bands of the store
+    chip_size: int | None = None  # resize chips to this size; None = the store's size
+    augment: bool = True  # flips and 90-degree rotations on support/query chips
+
+
+@dataclass
+class TaskConfig:
+    """How few-shot tasks are drawn."""
+
+    kind: Literal["classification", "segmentation"] = "classification"
+    n_way: int = 4  # classification only
+    k_shot: int = 2  # support samples per class (classification) or support tiles (segmentation)
+    q_query: int = 4  # query samples per class (classification) or query tiles (segmentation)
+    val_tasks: int = 32  # size of the saved meta-val task list
+    test_tasks: int = 200  # size of the saved meta-test task list
+
+
+@dataclass
+class ModelConfig:
+    """Model architecture, chosen by name."""
+
+    name: str = "conv"  # conv (paper classifier), smp-classifier, unet
+    width: int = 64  # conv: channels per block
+    depth: int = 4  # conv: number of blocks
+    encoder: str = "resnet18"  # smp encoder for smp-classifier and unet
+    encoder_depth: int = 3
+    decoder_channels: list[int] = field(default_factory=lambda: [64, 32, 16])
+    norm: Literal["batch", "group", "instance", "none"] = "batch"
+    encoder_weights: str | None = None  # path to local weights; never a hub download
+
+
+@dataclass
+class MetaConfig:
+    """The meta-learning method and its inner and outer loops."""
+
+    method: Literal["maml", "fomaml", "metasgd", "anil", "boil", "pretrain"] = "maml"
+    inner_steps: int = 1
+    inner_lr: float = 0.4
+    inner_lr_mode: Literal["fixed", "lslr", "metasgd"] = "fixed"
+    test_inner_steps: int = 5  # adaptation steps at validation and test time
+    first_order: bool = False
+    first_order_until: int = 0  # MAML++ annealing: first order for the first N outer steps
+    multi_step_loss: bool = False
+    multi_step_anneal: int = 100  # outer steps over which multi-step weights anneal to the last step
+    bn_policy: Literal["batch", "per_step"] = "batch"
+    meta_batch: int = 4
+    outer_lr: float = 1e-3
+    grad_clip: float = 10.0
+    steps: int = 200
+    head_pattern: str = "head"  # parameter-name prefix of the head (ANIL adapts it, BOIL freezes it)
+
+
+@dataclass
+class TrainConfig:
+    """Logging, validation, checkpoints and pretraining batches."""
+
+    val_every: int = 50
+    ckpt_every: int = 50
+    early_stop_patience: int = 0  # validations without improvement; 0 = never stop early
+    batch_size: int = 32  # pretraining batch size
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+
+
+@dataclass
+class EvalConfig:
+    """Test-time adaptation settings for baselines (tuned on meta-val)."""
+
+    shots: list[int] = field(default_factory=lambda: [0, 1, 2, 5])
+    finetune_steps: list[int] = field(default_factory=lambda: [10, 50])
+    finetune_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+    workers: int = 1
+
+
+@dataclass
+class Config:
+    """A whole run: data, tasks, model, method, training and evaluation."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A path as given, or a bare name looked up in the shipped configs/ folder."""
+    path = Path(name)
+    if path.exists():
+        return path
+    for candidate in (CONFIG_DIR / path.name, CONFIG_DIR / f"{path.name}.yaml"):
+        if candidate.exists():
+            return candidate
+    raise ConfigError(f"{name}: config file not found (nor in {CONFIG_DIR})")
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a YAML mapping, following `extends:` chains (deep-merged, child wins)."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'extends' forms a cycle")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read_yaml(resolve_config_path(path.parent / parent if not Path(parent).is_absolute() else parent),
+                      seen + (path.resolve(),))
+    return _deep_merge(base, raw)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check `value` against a type hint, converting int->float; raise ConfigError on mismatch."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key, source)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{source}: {key}: expected {_hint_name(hint)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{source}: {key}: expected one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
+        return _build(hint, value, source, prefix=f"{key}.")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
+    if hint is int and isinstance(value, bool):
+        raise ConfigError(f"{source}: {key}: expected an integer, got {value!r}")
+    if not isinstance(value, hint):
+        raise ConfigError(f"{source}: {key}: expected {_hint_name(hint)}, got {value!r}")
+    return value
+
+
+def _hint_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _build(cls: type, values: dict[str, Any], source: str, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{prefix}{key}' (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], prefix + k, source) for k, v in values.items()}
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` -> (['section', 'key'], value parsed as YAML scalar/list)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text}: value is not valid YAML") from exc
+    return key.strip().split("."), value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Load a config file (or the defaults) and apply `--set` overrides, checking every key."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        resolved = resolve_config_path(path)
+        raw = _read_yaml(resolved)
+        source = str(resolved)
+    config = _build(Config, raw, source)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply(config, keys, value, f"--set {text}")
+    return config
+
+
+def _apply(obj: Any, keys: list[str], value: Any, source: str) -> None:
+    for depth, key in enumerate(keys):
+        names = {f.name for f in dataclasses.fields(obj)}
+        dotted = ".".join(keys[: depth + 1])
+        if key not in names:
+            raise ConfigError(f"{source}: unknown key '{dotted}'")
+        if depth == len(keys) - 1:
+            hint = typing.get_type_hints(type(obj))[key]
+            setattr(obj, key, _coerce(value, hint, dotted, source))
+            return
+        obj = getattr(obj, key)
+        if not dataclasses.is_dataclass(obj):
+            raise ConfigError(f"{source}: '{dotted}' is not a section")
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> Config:
+    return _build(Config, values, source)
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
