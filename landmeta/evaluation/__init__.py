@@ -1,0 +1,1 @@
+"""Held-out-region evaluation: metrics, statistics, baselines and the evaluation protocol."""
