@@ -34,24 +34,25 @@ class Task:
     support: np.ndarray
     query: np.ndarray
     classes: tuple[int, ...]
+    kind: str = "classification"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Task):
             return NotImplemented
-        return (self.region == other.region and self.classes == other.classes
+        return (self.region == other.region and self.classes == other.classes and self.kind == other.kind
                 and np.array_equal(self.support, other.support) and np.array_equal(self.query, other.query))
 
     def __hash__(self) -> int:
-        return hash((self.region, self.classes, self.support.tobytes(), self.query.tobytes()))
+        return hash((self.region, self.classes, self.kind, self.support.tobytes(), self.query.tobytes()))
 
     def to_json(self) -> dict[str, Any]:
         return {"region": self.region, "support": self.support.tolist(), "query": self.query.tolist(),
-                "classes": list(self.classes)}
+                "classes": list(self.classes), "kind": self.kind}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Task:
         return cls(str(obj["region"]), np.asarray(obj["support"], dtype=np.int64),
-                   np.asarray(obj["query"], dtype=np.int64), tuple(int(c) for c in obj["classes"]))
+                   np.asarray(obj["query"], dtype=np.int64), tuple(int(c) for c in obj["classes"]), str(obj["kind"]))
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def _classification_task(region: str, reg: _Region, rng: np.random.Generator,
             return None
         query.append(rng.choice(pool, size=q_query, replace=False))
     return Task(region, np.concatenate(support).astype(np.int64), np.concatenate(query).astype(np.int64),
-                tuple(int(c) for c in classes))
+                tuple(int(c) for c in classes), "classification")
 
 
 def _segmentation_task(store: ChipStore, region: str, reg: _Region, rng: np.random.Generator,
@@ -168,7 +169,7 @@ def _segmentation_task(store: ChipStore, region: str, reg: _Region, rng: np.rand
     masks = store.masks(picks)
     present = np.unique(masks)
     classes = tuple(int(c) for c in present if c != store.ignore_index)
-    return Task(region, support, query, classes)
+    return Task(region, support, query, classes, "segmentation")
 
 
 class TaskSampler:
