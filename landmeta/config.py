@@ -68,12 +68,11 @@ class MetaConfig:
     first_order_until: int = 0  # MAML++ annealing: first order for the first N outer steps
     multi_step_loss: bool = False
     multi_step_anneal: int = 100  # outer steps over which multi-step weights anneal to the last step
-    bn_policy: Literal["batch", "per_step"] = "batch"
     meta_batch: int = 4
     outer_lr: float = 1e-3
     grad_clip: float = 10.0
     steps: int = 200
-    head_pattern: str = "head"  # parameter-name prefix of the head (ANIL adapts it, BOIL freezes it)
+    head_pattern: str = "head"  # first name component of the head (also matches smp's segmentation_head)
 
 
 @dataclass

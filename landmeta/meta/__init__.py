@@ -1,0 +1,1 @@
+"""Meta-learning: the MAML family on torch.func, pretraining, checkpoints and adaptation."""

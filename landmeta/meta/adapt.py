@@ -1,0 +1,119 @@
+"""Test-time adaptation of a checkpoint's model to one task's support set.
+
+MAML family: the method's own inner loop (its adapted parameters, its learned rates if any) for
+`meta.test_inner_steps` steps. pretrain and random: plain fine-tuning of every parameter with Adam
+(`eval.finetune_steps[0]` steps at `eval.finetune_lrs[0]` unless given). A pretrained
+classifier's head covers every class of the store; for an N-way task it is replaced by an N-way
+head made of the rows of the task's classes (`classes`), or zeros when they are not given.
+
+In every case BatchNorm normalises with batch statistics during the steps and, afterwards, its
+running statistics are re-estimated from the support set at the adapted weights; the returned
+copy is in eval mode, so query chips are predicted one by one without seeing each other.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from landmeta.config import config_from_dict
+from landmeta.errors import ModelError
+from landmeta.meta.maml import (MAML_METHODS, adapted_names, build_rates, forward, inner_loop, is_head,
+                                task_loss)
+
+
+def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: Tensor,
+          steps: int | None = None, lr: float | None = None,
+          classes: Sequence[int] | None = None, layers: str = "all") -> nn.Module:
+    """Return an adapted copy of `model` (eval mode); `model` itself is left unchanged.
+
+    `layers` ("all" or "head") chooses what pretrain/random fine-tuning changes.
+    """
+    config = config_from_dict(ckpt["config"], source=ckpt.get("path", "checkpoint"))
+    method = ckpt["method"]
+    model = copy.deepcopy(model).train()
+    x_support = x_support.to(next(model.parameters()).device)
+    y_support = y_support.to(x_support.device)
+    if ckpt["task_kind"] == "classification":
+        _fit_head(model, method, y_support, classes)
+    if len(x_support) == 0:
+        return model.eval()
+    with torch.enable_grad():
+        if method in MAML_METHODS:
+            _inner_adapt(model, ckpt, config.meta, x_support, y_support,
+                         config.meta.test_inner_steps if steps is None else steps, lr)
+        else:
+            _finetune(model, x_support, y_support,
+                      config.eval.finetune_steps[0] if steps is None else steps,
+                      config.eval.finetune_lrs[0] if lr is None else lr, layers)
+    reestimate_norm_stats(model, x_support)
+    return model.eval()
+
+
+def _fit_head(model: nn.Module, method: str, y: Tensor, classes: Sequence[int] | None) -> None:
+    """Size a pretrained global head to the task; check that any other head fits the labels."""
+    head: nn.Linear = model.head
+    n_way = len(classes) if classes is not None else int(y.max()) + 1 if len(y) else head.out_features
+    if method == "pretrain" and n_way != head.out_features:
+        new = nn.Linear(head.in_features, n_way).to(head.weight.device)
+        with torch.no_grad():
+            if classes is not None:
+                rows = torch.as_tensor(list(classes), device=head.weight.device)
+                new.weight.copy_(head.weight[rows])
+                new.bias.copy_(head.bias[rows])
+            else:
+                new.weight.zero_()
+                new.bias.zero_()
+        model.head = new
+    elif n_way > head.out_features:
+        raise ModelError(f"the task has {n_way} classes, the model's head {head.out_features}")
+
+
+def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y: Tensor,
+                 steps: int, lr: float | None) -> None:
+    rates = build_rates(model, meta).to(x.device)
+    if ckpt.get("inner_lrs") is not None:
+        rates.load_state_dict(ckpt["inner_lrs"])
+    if lr is not None:
+        rates.mode, rates.lr = "fixed", lr
+    names = adapted_names(model, meta.method, meta.head_pattern)
+    params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    phi = params
+    for _ in range(steps):  # one step at a time keeps no graph between steps
+        phi = inner_loop(model, phi, buffers, rates, names, x, y, 1, first_order=True)[0]
+        phi = {n: p.detach().requires_grad_() for n, p in phi.items()}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(phi[name])
+
+
+def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, layers: str) -> None:
+    if layers not in ("all", "head"):
+        raise ModelError(f"fine-tuning layers must be 'all' or 'head', got {layers!r}")
+    trained = [p for n, p in model.named_parameters() if layers == "all" or is_head(n, "head")]
+    optimiser = torch.optim.Adam(trained, lr=lr)
+    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    for _ in range(steps):
+        optimiser.zero_grad()
+        task_loss(forward(model, params, buffers, x), y).backward()
+        optimiser.step()
+
+
+@torch.no_grad()
+def reestimate_norm_stats(model: nn.Module, x: Tensor) -> None:
+    """Replace BatchNorm running statistics by those of `x` (one pass, cumulative average)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    model(x)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum

@@ -1,0 +1,71 @@
+"""Checkpoints: one `torch.save`d dict per file (see docs/architecture.md), written atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landmeta.config import config_from_dict
+from landmeta.errors import CheckpointError, LandmetaError
+from landmeta.io import atomic_path
+from landmeta.models import build_model
+
+FORMAT = "landmeta-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = ("method", "task_kind", "config", "model_state", "inner_lrs", "bands", "class_names",
+            "norm", "chip_size", "in_channels", "num_classes", "step")
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write `payload` (with the format tag added) to `path` atomically."""
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and validate a checkpoint; CheckpointError if missing, corrupt or not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises many types on a truncated or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a landmeta checkpoint")
+    if ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt.get('format_version')} "
+                              f"(this landmeta reads {FORMAT_VERSION})")
+    missing = [key for key in REQUIRED if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    ckpt["path"] = str(path)
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """Build the checkpoint's model, load its weights, and return it in eval mode."""
+    where = ckpt.get("path", "checkpoint")
+    try:
+        config = config_from_dict(ckpt["config"], source=where)
+        model = build_model(config.model, ckpt["in_channels"], ckpt["num_classes"], ckpt["task_kind"])
+        model.load_state_dict(ckpt["model_state"])
+    except LandmetaError as exc:
+        raise CheckpointError(f"{where}: cannot rebuild its model ({exc})") from exc
+    except RuntimeError as exc:
+        raise CheckpointError(f"{where}: weights do not fit the model "
+                              f"({str(exc).splitlines()[0]})") from exc
+    return model.eval()
+
+
+def check_fits(ckpt: dict[str, Any], bands: list[str], task_kind: str) -> None:
+    """CheckpointError unless the checkpoint was made for these bands and this task kind."""
+    where = ckpt.get("path", "checkpoint")
+    if list(ckpt["bands"]) != list(bands):
+        raise CheckpointError(f"{where}: made for bands {ckpt['bands']}, the data has {bands}")
+    if ckpt["task_kind"] != task_kind:
+        raise CheckpointError(f"{where}: a {ckpt['task_kind']} checkpoint, the task is {task_kind}")

@@ -1,0 +1,172 @@
+"""The MAML family on `torch.func.functional_call`: inner loop, learned inner rates, meta-step.
+
+Parameters are dicts name -> tensor. The inner loop takes k SGD steps on the support set from θ,
+keeping the graph (`create_graph=True`) for second-order MAML or detaching the inner gradients
+for first order (dφ/dθ taken as identity). Which parameters adapt is decided by name: all
+(maml, fomaml, metasgd), the head only (anil) or the body only (boil).
+
+BatchNorm policy: every forward pass of the inner and outer loops runs in train mode and
+normalises with the statistics of its own batch (as in the original MAML). Running-statistics
+buffers are updated only by the first support pass at θ of each task (the meta-parameters seen
+on meta-train data); the passes at adapted weights use throw-away copies. At adaptation time
+(`landmeta.meta.adapt`) the running statistics are re-estimated from the support set at φ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from landmeta.config import MetaConfig
+
+Params = dict[str, Tensor]
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+MAML_METHODS = ("maml", "fomaml", "metasgd", "anil", "boil")
+IGNORE_INDEX = 255
+
+
+def task_loss(logits: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy; for segmentation (y of shape (n, H, W)) pixels equal to 255 are ignored.
+
+    Averaged over labelled pixels; a batch with no labelled pixel gives 0, not NaN.
+    """
+    if y.dim() == 1:
+        return F.cross_entropy(logits, y)
+    total = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (y != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def is_head(name: str, pattern: str) -> bool:
+    """A parameter belongs to the head when its first name component is `pattern` or
+    `segmentation_<pattern>` (the smp U-Net's head)."""
+    first = name.split(".")[0]
+    return first in (pattern, f"segmentation_{pattern}")
+
+
+def adapted_names(model: nn.Module, method: str, head_pattern: str = "head") -> list[str]:
+    """Names of the parameters the inner loop changes for `method`."""
+    names = [n for n, _ in model.named_parameters()]
+    if method == "anil":
+        names = [n for n in names if is_head(n, head_pattern)]
+    elif method == "boil":
+        names = [n for n in names if not is_head(n, head_pattern)]
+    return names
+
+
+class InnerRates(nn.Module):
+    """Inner-loop learning rates: fixed (a constant), `lslr` (learned, one per parameter tensor
+    and step, MAML++) or `metasgd` (learned, one per parameter element, shared across steps)."""
+
+    def __init__(self, model: nn.Module, names: list[str], mode: str, lr: float, steps: int) -> None:
+        super().__init__()
+        self.mode, self.lr, self.steps = mode, lr, steps
+        shapes = dict(model.named_parameters())
+        self.rates = nn.ParameterDict()
+        for name in names:
+            key = name.replace(".", "__")
+            if mode == "lslr":
+                self.rates[key] = nn.Parameter(torch.full((steps,), lr))
+            elif mode == "metasgd":
+                self.rates[key] = nn.Parameter(torch.full_like(shapes[name].detach(), lr))
+
+    def rate(self, name: str, step: int) -> Tensor | float:
+        """The rate of parameter `name` at inner step `step` (steps past the trained count reuse the last)."""
+        if self.mode == "fixed":
+            return self.lr
+        rate = self.rates[name.replace(".", "__")]
+        return rate[min(step, self.steps - 1)] if self.mode == "lslr" else rate
+
+
+def rate_mode(cfg: MetaConfig) -> str:
+    return "metasgd" if cfg.method == "metasgd" else cfg.inner_lr_mode
+
+
+def build_rates(model: nn.Module, cfg: MetaConfig) -> InnerRates:
+    names = adapted_names(model, cfg.method, cfg.head_pattern)
+    return InnerRates(model, names, rate_mode(cfg), cfg.inner_lr, cfg.inner_steps)
+
+
+def model_state(model: nn.Module) -> tuple[Params, Params]:
+    """The model's parameters and buffers as dicts (the live tensors)."""
+    return dict(model.named_parameters()), dict(model.named_buffers())
+
+
+def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update_stats: bool = False) -> Tensor:
+    """Run `model` with `params`; BatchNorm buffers are updated only when `update_stats`."""
+    if not update_stats:
+        buffers = {k: v.clone() for k, v in buffers.items()}
+    return functional_call(model, {**params, **buffers}, (x,))
+
+
+def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRates,
+               names: list[str], x: Tensor, y: Tensor, steps: int, first_order: bool,
+               update_stats: bool = False, loss_fn: LossFn = task_loss) -> list[Params]:
+    """k SGD steps on (x, y) from `params`; returns [φ_1, ..., φ_k].
+
+    Second order keeps the graph through every step; first order detaches the inner gradients,
+    so the gradient of a loss at φ w.r.t. θ is that loss's gradient at φ.
+    """
+    phis: list[Params] = []
+    phi = params
+    for step in range(steps):
+        loss = loss_fn(forward(model, phi, buffers, x, update_stats and step == 0), y)
+        grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=not first_order)
+        phi = dict(phi)
+        for name, grad in zip(names, grads):
+            if first_order:
+                grad = grad.detach()
+            phi[name] = phi[name] - rates.rate(name, step) * grad
+        phis.append(phi)
+    return phis
+
+
+def step_weights(steps: int, outer_step: int, anneal: int, multi_step: bool) -> list[float]:
+    """Weights of the query losses after each inner step (MAML++ multi-step loss): uniform at
+    the start, annealed linearly over `anneal` outer steps to the last step alone."""
+    if not multi_step or steps == 1:
+        return [0.0] * (steps - 1) + [1.0]
+    progress = min(1.0, outer_step / max(1, anneal))
+    last = 1.0 / steps + (1.0 - 1.0 / steps) * progress
+    return [(1.0 - last) / (steps - 1)] * (steps - 1) + [last]
+
+
+def use_first_order(cfg: MetaConfig, outer_step: int) -> bool:
+    """First order for fomaml, when `meta.first_order`, or during the first `first_order_until` steps."""
+    return cfg.method == "fomaml" or cfg.first_order or outer_step < cfg.first_order_until
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean weighted query loss over the task batch
+    logits: list[Tensor]  # query logits at the final φ of each task (detached)
+
+
+def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
+              tasks: list[tuple[Tensor, Tensor, Tensor, Tensor]], outer_step: int,
+              loss_fn: LossFn = task_loss) -> StepResult:
+    """Accumulate into `.grad` of the model's and the rates' parameters the meta-gradient of the
+    mean query loss over `tasks` (x_support, y_support, x_query, y_query). No optimiser step."""
+    params, buffers = model_state(model)
+    names = adapted_names(model, cfg.method, cfg.head_pattern)
+    first_order = use_first_order(cfg, outer_step)
+    weights = step_weights(cfg.inner_steps, outer_step, cfg.multi_step_anneal, cfg.multi_step_loss)
+    total, logits_out = 0.0, []
+    for xs, ys, xq, yq in tasks:
+        phis = inner_loop(model, params, buffers, rates, names, xs, ys, cfg.inner_steps,
+                          first_order, update_stats=True, loss_fn=loss_fn)
+        loss = torch.zeros((), device=xq.device)
+        for weight, phi in zip(weights, phis):
+            if weight == 0.0:
+                continue
+            logits = forward(model, phi, buffers, xq)
+            loss = loss + weight * loss_fn(logits, yq)
+        (loss / len(tasks)).backward()
+        total += loss.item() / len(tasks)
+        logits_out.append(logits.detach())
+    return StepResult(total, logits_out)
