@@ -1,0 +1,76 @@
+"""Datasets in: readers (sen12ms, deepglobe, folder), geo helpers, splits, the chip store and tasks.
+
+The readers share one small interface, defined here: `scan(root, options, skips) -> Scan` finds
+the tiles (headers only, so the store can be sized before any pixel is read) and
+`Scan.load(ref) -> Tile` reads one tile's pixels. `landmeta.data.preprocess` cuts tiles into chips.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from landmeta.errors import DataError
+
+
+@dataclass
+class TileRef:
+    """One input tile (a SEN12MS patch, a DeepGlobe image, a file of a folder), before reading."""
+
+    tile: str  # id of the tile; chips cut from it share it as `parent`
+    region: str
+    source: str  # main input file, named in chips.csv and in messages
+    height: int
+    width: int
+    season: str = ""
+    label: int = -1  # tile-level class (folder classification), -1 = from the mask
+    paths: dict[str, Path] = field(default_factory=dict)  # reader-specific inputs
+    crs: Any = None  # rasterio CRS of the tile's grid, None without georeference
+    transform: Any = None  # affine geotransform of the tile's grid
+    nodata: float | None = None  # the file's nodata value, if it declares one
+
+
+@dataclass
+class Tile:
+    """A tile's pixels: image (C, H, W) float32 in physical units (NaN allowed), mask (H, W) uint8."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    nodata: np.ndarray | None = None  # (H, W) bool: pixels without data (besides NaN)
+
+
+@dataclass
+class Scan:
+    """What a reader found: band and class names, tiles in a fixed order, and how to load one."""
+
+    bands: list[str]
+    class_names: list[str]
+    class_colors: list[tuple[int, int, int]]
+    kinds: list[str]
+    tiles: list[TileRef]
+    chip_size: int
+    load: Callable[[TileRef], Tile]
+    parent_is_chip: bool = False  # DeepGlobe: each sub-tile is its own parent
+
+
+class Skips:
+    """Bad inputs met so far: recorded with the reason, or fatal (DataError) when strict."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.items: list[dict[str, str]] = []
+
+    def add(self, file: str | Path, reason: str) -> None:
+        if self.strict:
+            raise DataError(f"{file}: {reason} (--strict)")
+        self.items.append({"file": str(file), "reason": reason})
+
+    def add_error(self, file: str | Path, exc: DataError) -> None:
+        """Record a DataError whose message starts with the file name."""
+        self.add(file, str(exc).removeprefix(f"{file}: "))
+
+    def __len__(self) -> int:
+        return len(self.items)

@@ -1,0 +1,248 @@
+"""A user's own tiles, one folder per region.
+
+Classification: `<root>/<region>/<class>/<tile>`; segmentation: `<root>/<region>/images/<tile>` with
+`<root>/<region>/masks/<tile stem>.{png,tif}`. A tile is a GeoTIFF, PNG or JPEG file, or a folder
+of one GeoTIFF per band (`*_B02.tif` ...; Sentinel-2 at 10/20/60 m is stacked onto the finest grid).
+GeoTIFFs keep their CRS and give tiles and regions a footprint; PNG/JPEG tiles have none.
+Values: uint16 = Sentinel-2 DN (/10000), uint8 = 8-bit (/255), floats kept as they are.
+Class-map file (optional): lines `name,id` (mask values are ids) or `name,id,R,G,B` (RGB masks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from landmeta.data import Scan, Skips, Tile, TileRef
+from landmeta.data.geo import band_files, read_header, read_raster, stack_bands, to_physical
+from landmeta.errors import DataError
+
+IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+GEOTIFF = {".tif", ".tiff"}
+
+
+def read_class_map(path: Path) -> tuple[list[str], dict[tuple[int, int, int], int]]:
+    """(class names by id, RGB colour -> id) from a `name,id[,R,G,B]` file."""
+    try:
+        lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip() and not l.startswith("#")]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read class map ({exc.__class__.__name__})") from exc
+    names: dict[int, str] = {}
+    colours: dict[tuple[int, int, int], int] = {}
+    for number, line in enumerate(lines, 1):
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            cid = int(parts[1])
+            rgb = tuple(int(v) for v in parts[2:5])
+        except (IndexError, ValueError):
+            cid, rgb = -1, ()
+        if len(parts) not in (2, 5) or not 0 <= cid < 255 or cid in names:
+            raise DataError(f"{path}: line {number}: expected 'name,id' or 'name,id,R,G,B' with a new id "
+                            f"in 0..254, got {line!r}")
+        names[cid] = parts[0]
+        if rgb:
+            colours[rgb] = cid
+    if sorted(names) != list(range(len(names))):
+        raise DataError(f"{path}: class ids must be 0..{len(names) - 1} without gaps, got {sorted(names)}")
+    return [names[i] for i in range(len(names))], colours
+
+
+def _tile_inputs(folder: Path) -> list[Path]:
+    """Image files and per-band tile folders inside `folder`, sorted."""
+    return sorted(p for p in folder.iterdir()
+                  if (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) or (p.is_dir() and band_files(p)))
+
+
+def _header(path: Path, skips: Skips) -> dict | None:
+    """Size, band names, CRS and transform of a tile input; None (recorded) if unreadable."""
+    try:
+        if path.is_dir():
+            files = band_files(path)
+            finest = min(files, key=lambda b: abs(read_header(files[b])["transform"].a))
+            head = read_header(files[finest])
+            head.update(bands=sorted(files, key=_band_order), nodata=None)
+        elif path.suffix.lower() in GEOTIFF:
+            head = read_header(path)
+            names = [d or f"b{i + 1}" for i, d in enumerate(head["descriptions"])]
+            head.update(bands=names, nodata=_nodata(path))
+        else:
+            with Image.open(path) as img:
+                width, height = img.size
+                bands = ["gray"] if img.mode in ("L", "I;16", "I", "F") else ["red", "green", "blue"]
+            head = {"height": height, "width": width, "crs": None, "transform": None, "bands": bands, "nodata": None}
+    except DataError as exc:
+        skips.add_error(path, exc)
+        return None
+    except (UnidentifiedImageError, OSError) as exc:
+        skips.add(path, f"cannot open as an image ({exc.__class__.__name__})")
+        return None
+    return head
+
+
+def _band_order(name: str) -> tuple[int, str]:
+    digits = name[1:3]
+    return (int(digits) if digits.isdigit() else 8, name)  # B8A sorts after B08
+
+
+def _nodata(path: Path) -> float | None:
+    import rasterio
+    with rasterio.open(path) as src:
+        return src.nodata
+
+
+def scan(root: Path, options: Any, skips: Skips) -> Scan:
+    regions = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not regions:
+        raise DataError(f"{root}: no region folders found (expected <root>/<region>/...)")
+    segmentation = any((r / "images").is_dir() for r in regions)
+    names, colours = read_class_map(options.class_map) if options.class_map else ([], {})
+    mapped = len(names)  # mask ids must be below this when a class map is given
+    candidates: list[tuple[Path, str, int, Path | None]] = []  # (input, region, label, mask)
+    if segmentation:
+        for region in regions:
+            if not (region / "images").is_dir():
+                skips.add(region, "segmentation layout, but no images/ folder")
+                continue
+            for path in _tile_inputs(region / "images"):
+                mask = _find_mask(region / "masks", path)
+                if mask is None:
+                    skips.add(path, f"no mask for this image in {region / 'masks'}")
+                    continue
+                candidates.append((path, region.name, -1, mask))
+    else:
+        class_dirs = sorted({c.name for r in regions for c in r.iterdir() if c.is_dir() and _tile_inputs(c)})
+        if not names:
+            names = class_dirs
+        for region in regions:
+            for cdir in sorted(c for c in region.iterdir() if c.is_dir()):
+                if cdir.name not in names:
+                    skips.add(cdir, "class folder not in the class map")
+                    continue
+                for path in _tile_inputs(cdir):
+                    candidates.append((path, region.name, names.index(cdir.name), None))
+    if not candidates:
+        raise DataError(f"{root}: no image tiles found in its region folders")
+
+    tiles: list[TileRef] = []
+    bands: list[str] | None = None
+    wanted: list[str] | None = None
+    for path, region, label, mask in candidates:
+        head = _header(path, skips)
+        if head is None:
+            continue
+        if bands is None:
+            bands = head["bands"]
+            wanted = _select(bands, options.bands, path)
+        elif head["bands"] != bands:
+            skips.add(path, f"bands {head['bands']} differ from the first tile's {bands}")
+            continue
+        rel = path.relative_to(root)
+        tiles.append(TileRef(tile="/".join(rel.with_suffix("").parts) if path.is_file() else "/".join(rel.parts),
+                             region=region, source=str(path), height=head["height"], width=head["width"],
+                             label=label, crs=head["crs"], transform=head["transform"], nodata=head["nodata"],
+                             paths={"image": path, **({"mask": mask} if mask else {})}))
+    if not tiles:
+        raise DataError(f"{root}: no readable tiles (see the skipped inputs)")
+    chip = options.chip_size or min(tiles[0].height, tiles[0].width) // options.downsample
+    kinds = ["classification", "segmentation"] if segmentation else ["classification"]
+    colours_by_id = {cid: rgb for rgb, cid in colours.items()}
+    class_colors = [colours_by_id.get(i, _palette(i)) for i in range(len(names))]
+    indexes = [bands.index(b) for b in wanted]
+
+    def load_one(ref: TileRef) -> Tile:
+        return load(ref, bands, indexes, mapped, colours, segmentation)
+
+    return Scan(bands=wanted, class_names=list(names), class_colors=class_colors, kinds=kinds, tiles=tiles,
+                chip_size=chip, load=load_one)
+
+
+def _select(bands: list[str], asked: list[str] | None, path: Path) -> list[str]:
+    if not asked:
+        return list(bands)
+    missing = [b for b in asked if b not in bands]
+    if missing:
+        raise DataError(f"{path}: has no bands {missing} (it has {bands})")
+    return list(asked)
+
+
+def _find_mask(folder: Path, image: Path) -> Path | None:
+    stem = image.name if image.is_dir() else image.stem
+    for suffix in (".png", ".tif", ".tiff"):
+        if (folder / f"{stem}{suffix}").is_file():
+            return folder / f"{stem}{suffix}"
+    return None
+
+
+def _palette(i: int) -> tuple[int, int, int]:
+    import matplotlib
+    r, g, b, _ = matplotlib.colormaps["tab20"](i % 20)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _read_pixels(path: Path, bands: list[str]) -> np.ndarray:
+    """Raw pixels (C, H, W) of a tile input, in its dtype."""
+    if path.is_dir():
+        return stack_bands(band_files(path), bands)[0]
+    if path.suffix.lower() in GEOTIFF:
+        return read_raster(path)
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img.convert("L" if bands == ["gray"] else "RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot decode image ({str(exc) or exc.__class__.__name__})") from exc
+    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+
+
+def load(ref: TileRef, bands: list[str], indexes: list[int], mapped: int,
+         colours: dict[tuple[int, int, int], int], segmentation: bool) -> Tile:
+    """Pixels of one tile in physical units; its mask (all ignore for classification tiles)."""
+    raw = _read_pixels(ref.paths["image"], bands)
+    nodata = (raw == ref.nodata).all(axis=0) if ref.nodata is not None else None
+    image = to_physical(raw[indexes])
+    if not segmentation:
+        return Tile(image=image, mask=np.full(image.shape[1:], 255, dtype=np.uint8), nodata=nodata)
+    mask = _read_mask(ref.paths["mask"], mapped, colours)
+    if mask.shape != image.shape[1:]:
+        raise DataError(f"{ref.paths['mask']}: mask is {mask.shape[1]}x{mask.shape[0]}, "
+                        f"image is {image.shape[2]}x{image.shape[1]}")
+    return Tile(image=image, mask=mask, nodata=nodata)
+
+
+def _read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int]) -> np.ndarray:
+    """Class ids (H, W) uint8 from a mask of ids or (with a coloured class map) of RGB colours."""
+    if colours:
+        rgb = np.moveaxis(_read_pixels(path, ["red", "green", "blue"]), 0, -1)[..., :3].astype(np.int64)
+        code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        out = np.full(code.shape, 255, dtype=np.uint8)
+        known = np.zeros(code.shape, dtype=bool)
+        for (r, g, b), cid in colours.items():
+            hit = code == ((r << 16) | (g << 8) | b)
+            out[hit] = cid
+            known |= hit
+        if not known.all():
+            raise DataError(f"{path}: {int((~known).sum())} pixels have colours not in the class map")
+        return out
+    ids = _read_ids(path)
+    bad = (ids > 255) | ((ids >= mapped) & (ids != 255)) if mapped else ids > 255
+    if bad.any():
+        raise DataError(f"{path}: {int(bad.sum())} mask values are not class ids "
+                        f"(e.g. {int(ids[bad][0])})")
+    return ids.astype(np.uint8)
+
+
+def _read_ids(path: Path) -> np.ndarray:
+    """A single-band mask of class ids (GeoTIFF band 1, or a grey/palette PNG) without conversion."""
+    if path.suffix.lower() in GEOTIFF:
+        return read_raster(path, [1])[0]
+    try:
+        with Image.open(path) as img:
+            ids = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(f"{path}: cannot decode mask ({str(exc) or exc.__class__.__name__})") from exc
+    if ids.ndim != 2:
+        raise DataError(f"{path}: mask has {ids.shape[2]} channels; give a class map with colours "
+                        f"(name,id,R,G,B) for RGB masks")
+    return ids

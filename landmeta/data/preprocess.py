@@ -1,0 +1,327 @@
+"""Raw tiles -> chip store (format in docs/architecture.md, section "Chip store").
+
+The store is sized from the readers' headers first, then filled tile by tile into memory-mapped
+arrays, so memory does not grow with the dataset. It is built aside and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import os
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from landmeta.classes import IGNORE_INDEX
+from landmeta.data import Scan, Skips, TileRef
+from landmeta.data import deepglobe, folder, sen12ms
+from landmeta.data.geo import footprint
+from landmeta.data.regions import (assign_splits, cluster_regions, clustered_split, image_features,
+                                   plot_clusters, random_split)
+from landmeta.errors import ConfigError, DataError
+from landmeta.io import atomic_dir, atomic_write_json, check_output_dir, provenance
+
+SOURCES = {"sen12ms": sen12ms.scan, "deepglobe": deepglobe.scan, "folder": folder.scan}
+TILE_BATCH = 4096  # rows of the `tiles` layer written at a time
+STATS_VALUES = 1 << 22  # array values read at a time for the normalisation statistics
+# The smallest tasks there are: 2-way 1-shot 1-query (2 classes with 2 chips each), or one support
+# and one query tile. A region below both is kept but reported.
+MIN_CLASS_CHIPS, MIN_CLASSES, MIN_SEG_CHIPS = 2, 2, 2
+
+
+@dataclass
+class PreprocessOptions:
+    """Options of `landmeta preprocess`; recorded in the manifest."""
+
+    bands: list[str] | None = None  # band names in channel order; None = all of the source
+    chip_size: int | None = None  # None: SEN12MS 128, folder = tile size, DeepGlobe = size // grid
+    downsample: int = 1  # integer factor (block mean for images, nearest for masks)
+    grid: int = 4  # DeepGlobe: sub-tiles per image side
+    split_seed: int = 0
+    split_file: Path | None = None  # lines `region,split`
+    holdout: Path | None = None  # one test region per line
+    split: Literal["random", "clustered"] = "random"  # DeepGlobe: images at random, or whole clusters
+    clusters: int = 6  # DeepGlobe: KMeans clusters (pseudo-regions)
+    class_map: Path | None = None  # folder: `name,id[,R,G,B]` lines
+    strict: bool = False  # any bad input is fatal
+    overwrite: bool = False
+
+
+def preprocess(source: str, root: Path, out: Path, options: PreprocessOptions, progress: bool = False) -> Path:
+    """Read `root` as `source` (sen12ms, deepglobe, folder) and write the chip store `out`."""
+    if source not in SOURCES:
+        raise ConfigError(f"unknown source {source!r} (expected one of {sorted(SOURCES)})")
+    if options.downsample < 1 or options.grid < 1 or (options.chip_size is not None and options.chip_size < 1):
+        raise ConfigError("--downsample, --grid and --chip-size must be positive integers")
+    if options.split_file and options.holdout:
+        raise ConfigError("give either --split-file or --holdout, not both")
+    if options.split == "clustered" and source != "deepglobe":
+        raise ConfigError("--split clustered is for DeepGlobe (other sources have real regions)")
+    root, out = Path(root), Path(out)
+    check_output_dir(out, options.overwrite)
+    skips = Skips(options.strict)
+    scan = SOURCES[source](root, options, skips)
+    layout = _layout(scan, options.downsample, skips)
+    if not layout:
+        raise DataError(f"{root}: no usable tiles ({_skip_summary(skips)})")
+    with atomic_dir(out, options.overwrite) as tmp:
+        _write_store(tmp, source, scan, layout, options, skips, progress)
+    return out
+
+
+def _layout(scan: Scan, factor: int, skips: Skips) -> list[tuple[TileRef, int, int]]:
+    """(tile, chip rows, chip cols) for every tile with room for at least one chip."""
+    size = scan.chip_size
+    out = []
+    for ref in scan.tiles:
+        rows, cols = (ref.height // factor) // max(size, 1), (ref.width // factor) // max(size, 1)
+        if size < 1 or rows * cols == 0:
+            skips.add(ref.source, f"tile {ref.width}x{ref.height} (downsample {factor}) is smaller "
+                                  f"than one {size}-px chip")
+            continue
+        out.append((ref, rows, cols))
+    return out
+
+
+def _skip_summary(skips: Skips) -> str:
+    if not len(skips):
+        return "nothing was skipped"
+    first = skips.items[0]
+    return f"{len(skips)} inputs skipped, first: {first['file']}: {first['reason']}"
+
+
+@dataclass
+class _Region:
+    season: str = ""
+    n_chips: int = 0
+    labels: Counter = field(default_factory=Counter)
+    footprints: list = field(default_factory=list)
+    features: np.ndarray | None = None
+
+
+def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
+                 options: PreprocessOptions, skips: Skips, progress: bool) -> None:
+    from tqdm import tqdm
+    size, factor = scan.chip_size, options.downsample
+    n_alloc = sum(rows * cols for _, rows, cols in layout)
+    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float16,
+                                       shape=(n_alloc, len(scan.bands), size, size))
+    masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n_alloc, size, size))
+    tiles_layer = _TileLayer(tmp / "regions.gpkg")
+    regions: dict[str, _Region] = {}
+    chip_region: array = array("i")  # region number of each chip, for the statistics
+    region_ids: dict[str, int] = {}
+    counts = Counter()
+    n = 0
+    max_id = -1
+    with open(tmp / "chips.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["chip", "tile", "region", "parent", "label", "source"])
+        for ref, rows, cols in tqdm(layout, desc=f"preprocess {source}", unit="tile", disable=not progress):
+            try:
+                tile = scan.load(ref)
+            except DataError as exc:
+                skips.add_error(ref.source, exc)
+                continue
+            image, mask = tile.image, tile.mask
+            bad = ~np.isfinite(image).all(axis=0)
+            if tile.nodata is not None:
+                bad |= tile.nodata
+            if bad.any():
+                image[:, bad] = 0.0
+                mask = mask.copy()
+                mask[bad] = IGNORE_INDEX
+                counts["nodata_pixels"] += int(bad.sum())
+                counts["nodata_tiles"] += 1
+            if factor > 1:
+                image, mask = _downsample(image, mask, factor)
+            info = regions.setdefault(ref.region, _Region(season=ref.season))
+            region_ids.setdefault(ref.region, len(region_ids))
+            if source == "deepglobe":
+                info.features = image_features(image, mask, len(scan.class_names))
+            fp = footprint(ref.crs, ref.transform, ref.height, ref.width)
+            if fp is not None:
+                info.footprints.append(fp)
+            for i in range(rows):
+                for j in range(cols):
+                    window = np.s_[i * size:(i + 1) * size, j * size:(j + 1) * size]
+                    chip_mask = mask[window]
+                    hist = np.bincount(chip_mask.ravel(), minlength=256)[:IGNORE_INDEX]
+                    label = ref.label if ref.label >= 0 else (int(hist.argmax()) if hist.any() else -1)
+                    images[n] = image[(slice(None), *window)]
+                    masks[n] = chip_mask
+                    name = f"{ref.tile}_r{i}c{j}" if rows * cols > 1 else ref.tile
+                    parent = name if scan.parent_is_chip else ref.tile
+                    writer.writerow([n, name, ref.region, parent, label, ref.source])
+                    tiles_layer.add({
+                        "tile": name, "region": ref.region, "label": label,
+                        "class_hist": json.dumps({int(k): int(hist[k]) for k in np.flatnonzero(hist)}),
+                        "source": ref.source,
+                        "geometry": footprint(ref.crs, ref.transform, size * factor, size * factor,
+                                              row=i * size * factor, col=j * size * factor),
+                    })
+                    info.n_chips += 1
+                    info.labels[label] += 1
+                    chip_region.append(region_ids[ref.region])
+                    max_id = max(max_id, label, int(np.flatnonzero(hist).max()) if hist.any() else -1)
+                    n += 1
+            counts["tiles_used"] += 1
+    tiles_layer.flush()
+    if n == 0:
+        raise DataError(f"no chips written: every tile was skipped ({_skip_summary(skips)})")
+    del images, masks
+    if n < n_alloc:
+        for name in ("images.npy", "masks.npy"):
+            _shrink(tmp / name, n)
+
+    class_names, class_colors = scan.class_names, scan.class_colors
+    if not class_names:  # a folder of id masks without a class map
+        class_names = [f"class_{i}" for i in range(max_id + 1)]
+        class_colors = [folder._palette(i) for i in range(max_id + 1)]
+
+    names = sorted(regions)
+    warnings: list[str] = []
+    clusters = np.full(len(names), -1)
+    if source == "deepglobe":
+        features = np.stack([regions[r].features for r in names])
+        clusters = cluster_regions(features, options.clusters, options.split_seed)
+        if options.split_file or options.holdout:
+            split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
+        elif options.split == "clustered":
+            split = clustered_split(names, clusters, options.split_seed)
+        else:
+            split = random_split(names, options.split_seed)
+        plot_clusters(tmp / "clusters.png", features, clusters, [split[r] for r in names])
+    else:
+        split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
+
+    small = []
+    for r in names:
+        info = regions[r]
+        eligible = sum(1 for label, k in info.labels.items() if label >= 0 and k >= MIN_CLASS_CHIPS)
+        if eligible < MIN_CLASSES and ("segmentation" not in scan.kinds or info.n_chips < MIN_SEG_CHIPS):
+            small.append(r)
+            warnings.append(f"region {r}: too few samples for any task ({info.n_chips} chips, "
+                            f"{eligible} classes with {MIN_CLASS_CHIPS}+ chips)")
+
+    split_of_id = np.array([split[r] == "train" for r in sorted(region_ids, key=region_ids.get)])
+    train_chips = np.flatnonzero(split_of_id[np.frombuffer(chip_region, dtype=np.int32)])
+    mean, std = _band_stats(tmp / "images.npy", train_chips)
+    atomic_write_json(tmp / "stats.json", {"bands": scan.bands, "mean": mean.tolist(), "std": std.tolist(),
+                                           "regions": [r for r in names if split[r] == "train"],
+                                           "num_chips": int(len(train_chips))})
+    _write_regions(tmp / "regions.gpkg", names, regions, split, clusters, class_names)
+
+    per_split = Counter(split.values())
+    counts.update({
+        "inputs_skipped": len(skips), "chips": n, "regions": len(names),
+        "regions_train": per_split["train"], "regions_val": per_split["val"], "regions_test": per_split["test"],
+        "chips_train": int(len(train_chips)), "small_regions": len(small),
+    })
+    options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()}
+    manifest = {
+        "source": source, "kinds": scan.kinds, "bands": scan.bands,
+        "class_names": class_names, "class_colors": [list(c) for c in class_colors],
+        "ignore_index": IGNORE_INDEX, "chip_size": size, "num_chips": n,
+        "options": options_record, "counts": dict(counts), "skipped": skips.items, "warnings": warnings,
+        "checksums": {name: _sha256(tmp / name) for name in ("images.npy", "masks.npy", "chips.csv")},
+        "provenance": provenance(),
+    }
+    atomic_write_json(tmp / "manifest.json", manifest)
+
+
+def _downsample(image: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block mean of the image, centre pixel of each block for the mask."""
+    c, h, w = image.shape
+    h2, w2 = h // f, w // f
+    small = image[:, :h2 * f, :w2 * f].reshape(c, h2, f, w2, f).mean(axis=(2, 4))
+    return small, np.ascontiguousarray(mask[f // 2::f, f // 2::f][:h2, :w2])
+
+
+def _shrink(path: Path, n: int) -> None:
+    """Keep the first `n` rows of a .npy file (after skipped tiles), copying in slices."""
+    old = np.load(path, mmap_mode="r")
+    tmp = path.with_name(f".{path.name}.shrink")
+    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(n, *old.shape[1:]))
+    step = max(1, STATS_VALUES // max(1, int(np.prod(old.shape[1:]))))
+    for s in range(0, n, step):
+        new[s:s + step] = old[s:min(n, s + step)]
+    new.flush()
+    del new, old
+    os.replace(tmp, path)
+
+
+def _band_stats(path: Path, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std over chips `idx`, streamed in slices (float64 sums)."""
+    images = np.load(path, mmap_mode="r")
+    c = images.shape[1]
+    total, total_sq, count = np.zeros(c), np.zeros(c), 0
+    step = max(1, STATS_VALUES // int(np.prod(images.shape[1:])))
+    for s in range(0, len(idx), step):
+        block = np.asarray(images[idx[s:s + step]], dtype=np.float32)
+        total += block.sum(axis=(0, 2, 3), dtype=np.float64)
+        total_sq += np.square(block, dtype=np.float32).sum(axis=(0, 2, 3), dtype=np.float64)
+        count += block.shape[0] * block.shape[2] * block.shape[3]
+    if count == 0:
+        raise DataError(f"{path.parent}: no train chips to compute normalisation statistics from")
+    mean = total / count
+    return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _TileLayer:
+    """The `tiles` layer of regions.gpkg, appended in batches."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict] = []
+        self.started = False
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        if len(self.rows) >= TILE_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        import geopandas as gpd
+        import pyogrio
+        if not self.rows:
+            return
+        gdf = gpd.GeoDataFrame(self.rows, geometry="geometry", crs="EPSG:4326")
+        pyogrio.write_dataframe(gdf, self.path, layer="tiles", driver="GPKG", geometry_type="Polygon",
+                                append=self.started)
+        self.started = True
+        self.rows = []
+
+
+def _write_regions(path: Path, names: list[str], regions: dict[str, _Region], split: dict[str, str],
+                   clusters: np.ndarray, class_names: list[str]) -> None:
+    import geopandas as gpd
+    import pyogrio
+    from shapely import union_all
+    from shapely.geometry import MultiPolygon
+    rows = []
+    for r, cluster in zip(names, clusters):
+        info = regions[r]
+        shape = union_all(info.footprints) if info.footprints else None
+        if shape is not None and shape.geom_type == "Polygon":
+            shape = MultiPolygon([shape])
+        counts = {class_names[k]: int(v) for k, v in sorted(info.labels.items()) if 0 <= k < len(class_names)}
+        rows.append({"region": r, "split": split[r], "season": info.season, "cluster": int(cluster),
+                     "n_chips": info.n_chips, "class_counts": json.dumps(counts), "geometry": shape})
+    gdf = gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326")
+    pyogrio.write_dataframe(gdf, path, layer="regions", driver="GPKG", geometry_type="MultiPolygon")

@@ -1,0 +1,146 @@
+"""SEN12MS reader and store: pairing, bands by name, quadrant labels, masks, georeference, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from pyproj import Transformer
+
+from landmeta.classes import igbp_lookup
+from landmeta.data.preprocess import PreprocessOptions, preprocess
+from landmeta.data.sen12ms import ALL_BANDS
+from landmeta.errors import DataError
+from preprocess_inputs import sen12ms_dataset, sen12ms_patch, write_tif
+
+
+def run(root, out, **kw):
+    kw.setdefault("chip_size", 32)
+    return preprocess("sen12ms", root, out, PreprocessOptions(**kw))
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.transform
+
+
+def test_chips_are_quadrants_with_physical_units_and_majority_labels(tmp_path):
+    root = sen12ms_dataset(tmp_path / "raw", seasons=("ROIs1158_spring", "ROIs1868_summer"), scenes=(1, 2))
+    out = run(root, tmp_path / "store")
+    images = np.load(out / "images.npy")
+    masks = np.load(out / "masks.npy")
+    chips = pd.read_csv(out / "chips.csv")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert images.dtype == np.float16 and images.shape == (8 * 4, 15, 32, 32)
+    assert manifest["bands"] == ALL_BANDS and manifest["num_chips"] == 32
+    assert set(chips["region"]) == {"ROIs1158_spring_1", "ROIs1158_spring_2", "ROIs1868_summer_1",
+                                    "ROIs1868_summer_2"}
+    # the second chip is the top-right quadrant of the first patch
+    row = chips.iloc[1]
+    assert row["parent"] == "ROIs1158_spring_1_p1" and row["tile"] == "ROIs1158_spring_1_p1_r0c1"
+    s1, _ = read(root / "ROIs1158_spring/s1_1/ROIs1158_spring_s1_1_p1.tif")
+    s2, _ = read(root / "ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p1.tif")
+    lc, _ = read(root / "ROIs1158_spring/lc_1/ROIs1158_spring_lc_1_p1.tif")
+    np.testing.assert_allclose(images[1, 0], s1[0, :32, 32:], rtol=1e-3)
+    np.testing.assert_allclose(images[1, 2:], s2[:, :32, 32:] / 10000.0, rtol=1e-3)
+    expected_mask = igbp_lookup()[lc[0, :32, 32:]]
+    np.testing.assert_array_equal(masks[1], expected_mask)
+    assert row["label"] == np.bincount(expected_mask.ravel()).argmax()
+    assert chips.groupby("parent").size().eq(4).all()
+
+
+def test_bands_selected_by_name_in_given_order(tmp_path):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    out = run(root, tmp_path / "store", bands=["B04", "vv", "B8A"])
+    images = np.load(out / "images.npy")
+    s1, _ = read(root / "ROIs1158_spring/s1_1/ROIs1158_spring_s1_1_p1.tif")
+    s2, _ = read(root / "ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p1.tif")
+    assert json.loads((out / "manifest.json").read_text())["bands"] == ["B04", "VV", "B8A"]
+    np.testing.assert_allclose(images[0, 0], s2[3, :32, :32] / 1e4, rtol=1e-3)
+    np.testing.assert_allclose(images[0, 1], s1[0, :32, :32], rtol=1e-3)
+    np.testing.assert_allclose(images[0, 2], s2[8, :32, :32] / 1e4, rtol=1e-3)
+    with pytest.raises(DataError, match="unknown SEN12MS bands"):
+        run(root, tmp_path / "other", bands=["B13"])
+
+
+def test_region_footprint_is_the_patches_reprojected(tmp_path):
+    import geopandas as gpd
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    out = run(root, tmp_path / "store")
+    regions = gpd.read_file(out / "regions.gpkg", layer="regions")
+    tiles = gpd.read_file(out / "regions.gpkg", layer="tiles")
+    assert regions.crs.to_epsg() == 4326 and tiles.crs.to_epsg() == 4326
+    assert len(tiles) == 32 and tiles.geometry.notna().all()
+    _, transform = read(root / "ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p1.tif")
+    to_wgs = Transformer.from_crs("EPSG:32633", "EPSG:4326", always_xy=True)
+    west, north = to_wgs.transform(transform.c, transform.f)  # patch p1 is the scene's north-west corner
+    east, south = to_wgs.transform(transform.c + 2 * 640, transform.f - 640)
+    shape = regions.set_index("region").loc["ROIs1158_spring_1", "geometry"]
+    np.testing.assert_allclose(shape.bounds, (west, south, east, north), atol=2e-3)
+    assert regions.set_index("region").loc["ROIs1158_spring_1", "season"] == "spring"
+
+
+def test_same_inputs_give_identical_arrays(tmp_path):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    a = json.loads((run(root, tmp_path / "a") / "manifest.json").read_text())
+    b = json.loads((run(root, tmp_path / "b") / "manifest.json").read_text())
+    assert a["checksums"] == b["checksums"]
+    assert json.loads((tmp_path / "a/stats.json").read_text()) == json.loads((tmp_path / "b/stats.json").read_text())
+
+
+def test_nan_and_nodata_pixels_are_zeroed_and_ignored(tmp_path):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    s1_path = root / "ROIs1158_spring/s1_1/ROIs1158_spring_s1_1_p1.tif"
+    s2_path = root / "ROIs1158_spring/s2_1/ROIs1158_spring_s2_1_p1.tif"
+    s1, transform = read(s1_path)
+    s2, _ = read(s2_path)
+    s1[1, 0, 0] = np.nan
+    s2[:, 5, 5] = 0  # all-zero S2 pixel = nodata
+    write_tif(s1_path, s1, transform=transform)
+    write_tif(s2_path, s2, transform=transform)
+    out = run(root, tmp_path / "store")
+    images, masks = np.load(out / "images.npy"), np.load(out / "masks.npy")
+    assert np.isfinite(images).all()
+    assert masks[0, 0, 0] == 255 and masks[0, 5, 5] == 255 and (images[0, :, 0, 0] == 0).all()
+    counts = json.loads((out / "manifest.json").read_text())["counts"]
+    assert counts["nodata_pixels"] == 2 and counts["nodata_tiles"] == 1
+
+
+@pytest.mark.parametrize("damage, reason", [
+    ("wrong_band_count", "S2 file has 10 bands, expected 13"),
+    ("grid", "disagrees with"),
+    ("no_lc", "patch has no lc file"),
+    ("truncated", "truncated or corrupt"),
+])
+def test_bad_patch_is_skipped_and_counted_or_fatal_when_strict(tmp_path, damage, reason):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2, 3))
+    rng = np.random.default_rng(5)
+    if damage == "wrong_band_count":
+        bad = sen12ms_patch(root, "ROIs1158_spring", 1, 9, rng, s2_count=10)["s2"]
+    elif damage == "grid":
+        bad = sen12ms_patch(root, "ROIs1158_spring", 1, 9, rng)["s1"]
+        write_tif(bad, np.zeros((2, 48, 48), np.float32))
+    elif damage == "no_lc":
+        bad = sen12ms_patch(root, "ROIs1158_spring", 1, 9, rng, kinds=("s1", "s2"))["s2"]
+    else:
+        bad = sen12ms_patch(root, "ROIs1158_spring", 1, 9, rng)["s2"]
+        data = bad.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    out = run(root, tmp_path / "store")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["inputs_skipped"] == 1
+    assert manifest["skipped"][0]["file"] == str(bad) and reason in manifest["skipped"][0]["reason"]
+    assert manifest["num_chips"] == 4 * 2 * 3 * 2 and len(np.load(out / "images.npy")) == manifest["num_chips"]
+    with pytest.raises(DataError, match=str(bad.name)):
+        run(root, tmp_path / "strict", strict=True)
+    assert not (tmp_path / "strict").exists() and not (tmp_path / ".strict.partial").exists()
+
+
+def test_empty_or_foreign_root_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no SEN12MS season folders"):
+        run(tmp_path / "empty", tmp_path / "store")
+    assert not (tmp_path / "store").exists()
