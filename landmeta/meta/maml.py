@@ -38,7 +38,9 @@ def task_loss(logits: Tensor, y: Tensor) -> Tensor:
     """
     if y.dim() == 1:
         return F.cross_entropy(logits, y)
-    total = F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    total = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (y != IGNORE_INDEX).sum().clamp(min=1)
 
 
@@ -71,7 +73,7 @@ class InnerRates(nn.Module):
         for name in names:
             key = name.replace(".", "__")
             if mode == "lslr":
-                self.rates[key] = nn.Parameter(torch.full((steps,), lr))
+                self.rates[key] = nn.Parameter(torch.full((steps,), lr, dtype=shapes[name].dtype))
             elif mode == "metasgd":
                 self.rates[key] = nn.Parameter(torch.full_like(shapes[name].detach(), lr))
 

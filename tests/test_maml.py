@@ -1,0 +1,201 @@
+"""Correctness of the MAML core: meta-gradients, inner steps, ANIL/BOIL, learned rates, BatchNorm."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from landmeta.config import Config, MetaConfig, ModelConfig, config_to_dict
+from landmeta.meta.adapt import adapt
+from landmeta.meta.maml import (InnerRates, adapted_names, build_rates, forward, inner_loop, meta_step,
+                                model_state, step_weights, task_loss)
+from landmeta.models import build_model
+
+
+def small_model(dtype: torch.dtype = torch.float64, width: int = 4) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(name="conv", width=width, depth=2), 3, 3, "classification").to(dtype)
+
+
+def small_task(dtype: torch.dtype = torch.float64, seed: int = 1):
+    g = torch.Generator().manual_seed(seed)
+    xs, xq = torch.randn(6, 3, 8, 8, generator=g, dtype=dtype), torch.randn(6, 3, 8, 8, generator=g, dtype=dtype)
+    ys = yq = torch.arange(3).repeat(2)
+    return xs, ys, xq, yq
+
+
+def query_loss(model, params, rates, names, task, steps, first_order=False):
+    xs, ys, xq, yq = task
+    buffers = dict(model.named_buffers())
+    phi = inner_loop(model, params, buffers, rates, names, xs, ys, steps, first_order)[-1]
+    return task_loss(forward(model, phi, buffers, xq), yq)
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_second_order_meta_gradient_matches_finite_differences(steps: int) -> None:
+    model, task = small_model(), small_task()
+    cfg = MetaConfig(method="maml", inner_steps=steps, inner_lr=0.3, meta_batch=1)
+    rates = build_rates(model, cfg)
+    meta_step(model, rates, cfg, [task], outer_step=0)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    names = adapted_names(model, "maml")
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    g = torch.Generator().manual_seed(5)
+    for _ in range(3):  # directional derivatives along random directions
+        direction = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in base.items()}
+        analytic = sum((grads[n] * direction[n]).sum() for n in base).item()
+        eps = 1e-5
+        values = []
+        for sign in (1, -1):
+            params = {n: (base[n] + sign * eps * direction[n]).requires_grad_() for n in base}
+            values.append(query_loss(model, params, rates, names, task, steps).item())
+        numeric = (values[0] - values[1]) / (2 * eps)
+        assert abs(analytic - numeric) / abs(numeric) < 1e-3
+
+
+def test_first_order_is_query_gradient_at_phi() -> None:
+    model, task = small_model(), small_task()
+    cfg = MetaConfig(method="fomaml", inner_steps=2, inner_lr=0.3, meta_batch=1)
+    rates = build_rates(model, cfg)
+    meta_step(model, rates, cfg, [task], outer_step=0)
+    names = adapted_names(model, "maml")
+    params, buffers = model_state(model)
+    phi = inner_loop(model, params, buffers, rates, names, task[0], task[1], 2, first_order=True)[-1]
+    phi = {n: p.detach().requires_grad_() for n, p in phi.items()}
+    loss = task_loss(forward(model, phi, buffers, task[2]), task[3])
+    expected = torch.autograd.grad(loss, list(phi.values()))
+    for (name, param), grad in zip(model.named_parameters(), expected):
+        torch.testing.assert_close(param.grad, grad, msg=name)
+
+
+def test_first_order_differs_from_second_order() -> None:
+    task = small_task()
+    out = []
+    for method in ("maml", "fomaml"):
+        model = small_model()
+        cfg = MetaConfig(method=method, inner_steps=1, inner_lr=0.3)
+        meta_step(model, build_rates(model, cfg), cfg, [task], outer_step=0)
+        out.append(model.body[0].weight.grad)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_k_inner_steps_equal_k_manual_sgd_steps() -> None:
+    model, (xs, ys, _, _) = small_model(), small_task()
+    rates = InnerRates(model, adapted_names(model, "maml"), "fixed", 0.2, 3)
+    params, buffers = model_state(model)
+    phis = inner_loop(model, params, buffers, rates, adapted_names(model, "maml"), xs, ys, 3, first_order=False)
+    manual = copy.deepcopy(model).train()
+    sgd = torch.optim.SGD(manual.parameters(), lr=0.2)
+    for step in range(3):
+        sgd.zero_grad()
+        task_loss(manual(xs), ys).backward()
+        sgd.step()
+        for name, param in manual.named_parameters():
+            torch.testing.assert_close(phis[step][name], param, msg=f"step {step} {name}")
+
+
+@pytest.mark.parametrize("method,changed", [("anil", "head"), ("boil", "body")])
+def test_anil_boil_adapt_only_their_part(method: str, changed: str) -> None:
+    model, (xs, ys, _, _) = small_model(), small_task()
+    cfg = MetaConfig(method=method, inner_steps=2)
+    names = adapted_names(model, method, cfg.head_pattern)
+    params, buffers = model_state(model)
+    phi = inner_loop(model, params, buffers, build_rates(model, cfg), names, xs, ys, 2, first_order=False)[-1]
+    for name in params:
+        same = phi[name] is params[name]
+        assert same == (not name.startswith(changed)), name
+
+
+def test_unet_head_is_found_by_pattern() -> None:
+    model = build_model(ModelConfig(name="unet", encoder_depth=3, decoder_channels=[8, 8, 8]), 3, 3, "segmentation")
+    assert adapted_names(model, "anil") == ["segmentation_head.0.weight", "segmentation_head.0.bias"]
+    assert "segmentation_head.0.weight" not in adapted_names(model, "boil")
+
+
+@pytest.mark.parametrize("mode", ["lslr", "metasgd"])
+def test_learned_inner_rates_receive_gradients(mode: str) -> None:
+    model, task = small_model(), small_task()
+    cfg = MetaConfig(method="metasgd" if mode == "metasgd" else "maml", inner_lr_mode=mode, inner_steps=2)
+    rates = build_rates(model, cfg)
+    assert len(list(rates.parameters())) == len(list(model.parameters()))
+    meta_step(model, rates, cfg, [task], outer_step=0)
+    for key, rate in rates.rates.items():
+        assert rate.grad is not None and rate.grad.abs().sum() > 0, key
+        assert rate.shape == ((2,) if mode == "lslr" else dict(model.named_parameters())[key.replace("__", ".")].shape)
+
+
+def test_lslr_rate_gradient_matches_finite_differences() -> None:
+    model, task = small_model(), small_task()
+    cfg = MetaConfig(method="maml", inner_lr_mode="lslr", inner_steps=2, inner_lr=0.3)
+    rates = build_rates(model, cfg)
+    meta_step(model, rates, cfg, [task], outer_step=0)
+    key = "head__weight"
+    analytic = rates.rates[key].grad[1].item()
+    names = adapted_names(model, "maml")
+    params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
+    values = []
+    for sign in (1, -1):
+        with torch.no_grad():
+            rates.rates[key][1] += sign * 1e-5
+        values.append(query_loss(model, params, rates, names, task, 2).item())
+        with torch.no_grad():
+            rates.rates[key][1] -= sign * 1e-5
+    numeric = (values[0] - values[1]) / 2e-5
+    assert abs(analytic - numeric) / abs(numeric) < 1e-3
+
+
+def test_multi_step_weights_anneal_to_last_step() -> None:
+    start, end = step_weights(4, 0, 100, True), step_weights(4, 100, 100, True)
+    assert start == pytest.approx([0.25] * 4) and end == pytest.approx([0, 0, 0, 1])
+    assert sum(step_weights(4, 37, 100, True)) == pytest.approx(1)
+    assert step_weights(3, 0, 100, False) == [0, 0, 1]
+
+
+def test_task_batch_gradient_is_mean_of_task_gradients() -> None:
+    tasks = [small_task(seed=1), small_task(seed=2)]
+    cfg = MetaConfig(method="maml", inner_steps=1)
+    model = small_model()
+    meta_step(model, build_rates(model, cfg), cfg, tasks, outer_step=0)
+    together = model.head.weight.grad.clone()
+    single = []
+    for task in tasks:
+        m = small_model()
+        meta_step(m, build_rates(m, cfg), cfg, [task], outer_step=0)
+        single.append(m.head.weight.grad)
+    torch.testing.assert_close(together, (single[0] + single[1]) / 2)
+
+
+def test_batchnorm_policy_running_stats() -> None:
+    """Inner steps normalise with batch statistics; only the support pass at θ moves the running
+    statistics; adaptation re-estimates them from the support set."""
+    model, (xs, ys, xq, yq) = small_model(), small_task()
+    bn = model.body[1]
+    cfg = MetaConfig(method="maml", inner_steps=3)
+    expected = copy.deepcopy(model).train()
+    expected(xs)  # one ordinary train-mode pass over the support set at θ
+    meta_step(model, build_rates(model, cfg), cfg, [(xs, ys, xq, yq)], outer_step=0)
+    torch.testing.assert_close(bn.running_mean, expected.body[1].running_mean)
+    assert int(bn.num_batches_tracked) == 1
+    config = Config()
+    config.model = ModelConfig(name="conv", width=4, depth=2)
+    ckpt = {"method": "maml", "task_kind": "classification", "config": config_to_dict(config), "inner_lrs": None}
+    adapted = adapt(ckpt, model, xs, ys, steps=2)
+    assert not adapted.training and model.body[1] is bn
+    seen = []
+    adapted.body[1].register_forward_hook(lambda mod, inputs, out: seen.append(inputs[0]))
+    with torch.no_grad():
+        adapted(xs)
+    torch.testing.assert_close(adapted.body[1].running_mean, seen[0].mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(adapted.body[1].running_var, seen[0].var(dim=(0, 2, 3)))
+
+
+def test_segmentation_loss_ignores_255_and_empty_masks_give_zero() -> None:
+    logits = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = torch.full((2, 4, 4), 255)
+    loss = task_loss(logits, y)
+    assert loss.item() == 0 and torch.isfinite(loss)
+    y[0, 0, 0] = 1
+    expected = torch.nn.functional.cross_entropy(logits[:1, :, 0, 0], torch.tensor([1]))
+    torch.testing.assert_close(task_loss(logits, y), expected)
