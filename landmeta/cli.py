@@ -13,7 +13,7 @@ import sys
 from landmeta import __version__
 from landmeta.errors import LandmetaError
 
-COMMANDS = ["config"]
+COMMANDS = ["config", "preprocess", "inspect"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,7 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
             dims = _size(path)
             mask_dims = _size(mask)
         except DataError as exc:
-            skips.add(path, str(exc))
+            skips.add_error(path, exc)
             continue
         if dims != mask_dims:
             skips.add(mask, f"mask is {mask_dims[0]}x{mask_dims[1]}, image is {dims[0]}x{dims[1]}")
