@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from store_factory import make_store
 
 from landmeta.data.store import ChipStore
@@ -133,3 +134,25 @@ def test_saved_list_for_other_settings_is_refused(tmp_path: Path):
     path.write_text("{broken")
     with pytest.raises(TaskError, match="not a readable task list"):
         load_or_create_tasks(store, "val", "classification", N, K, Q, count=5, seed=0)
+
+
+def test_store_written_by_preprocess(tmp_path: Path):
+    """The reader and samplers on a store made by the real writer from SEN12MS-layout GeoTIFFs."""
+    from preprocess_inputs import sen12ms_dataset
+
+    from landmeta.data.preprocess import PreprocessOptions, preprocess
+    from landmeta.data.transforms import BatchMaker
+
+    raw = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2, 3, 4), patches=(1, 2, 3, 4, 5, 6), size=64)
+    store = ChipStore.open(preprocess("sen12ms", raw, tmp_path / "store", PreprocessOptions(chip_size=32)))
+    assert store.chip_size == 32 and len(store.bands) == 15 and len(store.regions) == 8
+    assert np.isfinite(store.regions["lon"]).all()  # georeferenced patches give every region a location
+    chips = store.chips
+    for kind, n_way in (("segmentation", 0), ("classification", 2)):
+        split = next(s for s in ("train", "val", "test") if usable_regions(store, s, kind, n_way, 1, 1))
+        tasks = list(itertools.islice(TaskSampler(store, split, kind, n_way, 1, 1, seed=0), 20))
+        for task in tasks:
+            assert not set(chips["parent"].iloc[task.support]) & set(chips["parent"].iloc[task.query])
+        t = BatchMaker(store, bands=["B04", "B03", "B02"], augment=True).task_tensors(tasks[0],
+                                                                                     np.random.default_rng(0))
+        assert t.x_support.shape[1:] == (3, 32, 32) and torch.isfinite(t.x_query).all()

@@ -75,7 +75,9 @@ class ChipStore:
 
     def images(self, idx: np.ndarray) -> np.ndarray:
         """Chips `idx` as (n, C, H, W) float32 in physical units."""
-        return np.asarray(self._images[self._check_idx(idx)], dtype=np.float32)
+        import torch  # converts float16 several times faster than numpy
+        raw = np.ascontiguousarray(self._images[self._check_idx(idx)])
+        return torch.from_numpy(raw).float().numpy() if raw.dtype == np.float16 else raw.astype(np.float32)
 
     def masks(self, idx: np.ndarray) -> np.ndarray:
         """Masks of chips `idx` as (n, H, W) uint8 class ids, `ignore_index` where unknown."""

@@ -24,7 +24,9 @@ def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)
     std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
-    return (np.asarray(images, dtype=np.float32) - mean) / std
+    out = np.asarray(images, dtype=np.float32) - mean
+    out /= std
+    return out
 
 
 def augmentation_pipeline() -> A.Compose:
@@ -102,7 +104,10 @@ class BatchMaker:
         return self._load(np.asarray(idx, dtype=np.int64), kind, rng)
 
     def _load(self, idx: np.ndarray, kind: str, rng: np.random.Generator | None) -> tuple[Tensor, Tensor]:
-        x = normalise(self.store.images(idx)[:, self.band_idx], self.mean, self.std)
+        x = self.store.images(idx)
+        if not np.array_equal(self.band_idx, np.arange(len(self.store.bands))):
+            x = x[:, self.band_idx]
+        x = normalise(x, self.mean, self.std)
         if kind == "classification":
             labels = self.store.labels(idx)
             if (labels < 0).any():
@@ -122,16 +127,17 @@ class BatchMaker:
                  rng: np.random.Generator) -> tuple[Tensor, Tensor | None]:
         """Each chip (and its mask) through the pipeline as HWC float32 with any band count, seeded from `rng`."""
         seed_pipeline(self._pipeline, rng)
+        hwc = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
         xs, ms = [], []
-        for i in range(x.shape[0]):
-            args = {"image": x[i].numpy().transpose(1, 2, 0)}
+        for i in range(hwc.shape[0]):
+            args = {"image": hwc[i]}
             if masks is not None:
                 args["mask"] = masks[i].numpy()
             out = self._pipeline(**args)
-            xs.append(out["image"].transpose(2, 0, 1))
+            xs.append(out["image"])
             if masks is not None:
                 ms.append(out["mask"])
-        x_out = torch.from_numpy(np.ascontiguousarray(np.stack(xs)))
+        x_out = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2)
         return x_out, (torch.from_numpy(np.ascontiguousarray(np.stack(ms))) if masks is not None else None)
 
 
