@@ -19,6 +19,7 @@ demo: $(STAMP)
 	PATH=$(abspath $(VENV))/bin:$$PATH bash scripts/demo.sh
 
 test: $(STAMP)
+	bash scripts/setup_system.sh
 	$(PY) -m pytest -q
 
 clean:
