@@ -1,7 +1,8 @@
 """Raw tiles -> chip store (format in docs/architecture.md, section "Chip store").
 
-The store is sized from the readers' headers first, then filled tile by tile into memory-mapped
-arrays, so memory does not grow with the dataset. It is built aside and renamed at the end.
+The store is sized from the readers' headers first, then filled tile by tile (plain writes at row
+offsets of the .npy files), so memory does not grow with the dataset; normalisation statistics
+are summed per region on the way. The store is built aside and renamed at the end.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,7 @@ from landmeta.io import atomic_dir, atomic_write_json, check_output_dir, provena
 
 SOURCES = {"sen12ms": sen12ms.scan, "deepglobe": deepglobe.scan, "folder": folder.scan}
 TILE_BATCH = 4096  # rows of the `tiles` layer written at a time
-STATS_VALUES = 1 << 22  # array values read at a time for the normalisation statistics
+COPY_BYTES = 1 << 24  # bytes copied at a time when dropping unused rows
 # The smallest tasks there are: 2-way 1-shot 1-query (2 classes with 2 chips each), or one support
 # and one query tile. A region below both is kept but reported.
 MIN_CLASS_CHIPS, MIN_CLASSES, MIN_SEG_CHIPS = 2, 2, 2
@@ -104,6 +104,8 @@ class _Region:
     labels: Counter = field(default_factory=Counter)
     footprints: list = field(default_factory=list)
     features: np.ndarray | None = None
+    sums: np.ndarray | float = 0.0  # per band, over the region's chips (float64)
+    squares: np.ndarray | float = 0.0
 
 
 def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
@@ -111,13 +113,10 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
     from tqdm import tqdm
     size, factor = scan.chip_size, options.downsample
     n_alloc = sum(rows * cols for _, rows, cols in layout)
-    images = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.float16,
-                                       shape=(n_alloc, len(scan.bands), size, size))
-    masks = np.lib.format.open_memmap(tmp / "masks.npy", mode="w+", dtype=np.uint8, shape=(n_alloc, size, size))
+    images = _NpyRows(tmp / "images.npy", np.float16, (n_alloc, len(scan.bands), size, size))
+    masks = _NpyRows(tmp / "masks.npy", np.uint8, (n_alloc, size, size))
     tiles_layer = _TileLayer(tmp / "regions.gpkg")
     regions: dict[str, _Region] = {}
-    chip_region: array = array("i")  # region number of each chip, for the statistics
-    region_ids: dict[str, int] = {}
     counts = Counter()
     n = 0
     max_id = -1
@@ -143,7 +142,6 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
             if factor > 1:
                 image, mask = _downsample(image, mask, factor)
             info = regions.setdefault(ref.region, _Region(season=ref.season))
-            region_ids.setdefault(ref.region, len(region_ids))
             if source == "deepglobe":
                 info.features = image_features(image, mask, len(scan.class_names))
             fp = footprint(ref.crs, ref.transform, ref.height, ref.width)
@@ -155,8 +153,11 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                     chip_mask = mask[window]
                     hist = np.bincount(chip_mask.ravel(), minlength=256)[:IGNORE_INDEX]
                     label = ref.label if ref.label >= 0 else (int(hist.argmax()) if hist.any() else -1)
-                    images[n] = image[(slice(None), *window)]
-                    masks[n] = chip_mask
+                    chip = image[(slice(None), *window)].astype(np.float16).astype(np.float32)  # as stored
+                    images.write(n, chip)
+                    masks.write(n, chip_mask)
+                    info.sums += chip.sum(axis=(1, 2), dtype=np.float64)
+                    info.squares += np.square(chip).sum(axis=(1, 2), dtype=np.float64)
                     name = f"{ref.tile}_r{i}c{j}" if rows * cols > 1 else ref.tile
                     parent = name if scan.parent_is_chip else ref.tile
                     writer.writerow([n, name, ref.region, parent, label, ref.source])
@@ -169,17 +170,14 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                     })
                     info.n_chips += 1
                     info.labels[label] += 1
-                    chip_region.append(region_ids[ref.region])
                     max_id = max(max_id, label, int(np.flatnonzero(hist).max()) if hist.any() else -1)
                     n += 1
             counts["tiles_used"] += 1
     tiles_layer.flush()
     if n == 0:
         raise DataError(f"no chips written: every tile was skipped ({_skip_summary(skips)})")
-    del images, masks
-    if n < n_alloc:
-        for name in ("images.npy", "masks.npy"):
-            _shrink(tmp / name, n)
+    images.close(n)
+    masks.close(n)
 
     class_names, class_colors = scan.class_names, scan.class_colors
     if not class_names:  # a folder of id masks without a class map
@@ -211,19 +209,18 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
             warnings.append(f"region {r}: too few samples for any task ({info.n_chips} chips, "
                             f"{eligible} classes with {MIN_CLASS_CHIPS}+ chips)")
 
-    split_of_id = np.array([split[r] == "train" for r in sorted(region_ids, key=region_ids.get)])
-    train_chips = np.flatnonzero(split_of_id[np.frombuffer(chip_region, dtype=np.int32)])
-    mean, std = _band_stats(tmp / "images.npy", train_chips)
+    train = [r for r in names if split[r] == "train"]
+    mean, std = _band_stats([regions[r] for r in train], size * size)
+    n_train = sum(regions[r].n_chips for r in train)
     atomic_write_json(tmp / "stats.json", {"bands": scan.bands, "mean": mean.tolist(), "std": std.tolist(),
-                                           "regions": [r for r in names if split[r] == "train"],
-                                           "num_chips": int(len(train_chips))})
+                                           "regions": train, "num_chips": n_train})
     _write_regions(tmp / "regions.gpkg", names, regions, split, clusters, class_names)
 
     per_split = Counter(split.values())
     counts.update({
         "inputs_skipped": len(skips), "chips": n, "regions": len(names),
         "regions_train": per_split["train"], "regions_val": per_split["val"], "regions_test": per_split["test"],
-        "chips_train": int(len(train_chips)), "small_regions": len(small),
+        "chips_train": n_train, "small_regions": len(small),
     })
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()}
     manifest = {
@@ -245,34 +242,59 @@ def _downsample(image: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray
     return small, np.ascontiguousarray(mask[f // 2::f, f // 2::f][:h2, :w2])
 
 
-def _shrink(path: Path, n: int) -> None:
-    """Keep the first `n` rows of a .npy file (after skipped tiles), copying in slices."""
-    old = np.load(path, mmap_mode="r")
-    tmp = path.with_name(f".{path.name}.shrink")
-    new = np.lib.format.open_memmap(tmp, mode="w+", dtype=old.dtype, shape=(n, *old.shape[1:]))
-    step = max(1, STATS_VALUES // max(1, int(np.prod(old.shape[1:]))))
-    for s in range(0, n, step):
-        new[s:s + step] = old[s:min(n, s + step)]
-    new.flush()
-    del new, old
-    os.replace(tmp, path)
-
-
-def _band_stats(path: Path, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band mean and std over chips `idx`, streamed in slices (float64 sums)."""
-    images = np.load(path, mmap_mode="r")
-    c = images.shape[1]
-    total, total_sq, count = np.zeros(c), np.zeros(c), 0
-    step = max(1, STATS_VALUES // int(np.prod(images.shape[1:])))
-    for s in range(0, len(idx), step):
-        block = np.asarray(images[idx[s:s + step]], dtype=np.float32)
-        total += block.sum(axis=(0, 2, 3), dtype=np.float64)
-        total_sq += np.square(block, dtype=np.float32).sum(axis=(0, 2, 3), dtype=np.float64)
-        count += block.shape[0] * block.shape[2] * block.shape[3]
+def _band_stats(train: list[_Region], pixels_per_chip: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std over all pixels of the train regions' chips (from float64 sums)."""
+    count = sum(r.n_chips for r in train) * pixels_per_chip
     if count == 0:
-        raise DataError(f"{path.parent}: no train chips to compute normalisation statistics from")
-    mean = total / count
-    return mean, np.sqrt(np.maximum(total_sq / count - mean ** 2, 0.0))
+        raise DataError("no chips in train regions to compute normalisation statistics from")
+    mean = sum(r.sums for r in train) / count
+    var = sum(r.squares for r in train) / count - mean ** 2
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def _create_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> int:
+    """Write a .npy header and size the file (sparse until filled); return the data offset."""
+    with open(path, "wb") as fh:
+        np.lib.format.write_array_header_1_0(
+            fh, {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape})
+        offset = fh.tell()
+        fh.truncate(offset + int(np.prod(shape)) * dtype.itemsize)
+    return offset
+
+
+class _NpyRows:
+    """A .npy array filled row by row with plain file writes, so memory stays flat at any size.
+
+    (A writable memory map would count every written page in the process's resident memory.)
+    `close(n)` keeps the first `n` rows when tiles were skipped after the store was sized.
+    """
+
+    def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
+        self.offset = _create_npy(path, self.dtype, shape)
+        self.row_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
+        self.fh = open(path, "r+b")
+
+    def write(self, row: int, values: np.ndarray) -> None:
+        self.fh.seek(self.offset + row * self.row_bytes)
+        self.fh.write(np.ascontiguousarray(values, dtype=self.dtype).tobytes())
+
+    def close(self, n: int) -> None:
+        if n == self.shape[0]:
+            self.fh.close()
+            return
+        tmp = self.path.with_name(f".{self.path.name}.shrink")
+        offset = _create_npy(tmp, self.dtype, (n, *self.shape[1:]))
+        with open(tmp, "r+b") as out:
+            out.seek(offset)
+            self.fh.seek(self.offset)
+            left = n * self.row_bytes
+            while left:
+                block = self.fh.read(min(left, COPY_BYTES))
+                out.write(block)
+                left -= len(block)
+        self.fh.close()
+        os.replace(tmp, self.path)
 
 
 def _sha256(path: Path) -> str:

@@ -161,7 +161,8 @@ def plot_clusters(path: Path, features: np.ndarray, clusters: np.ndarray, splits
         sel = np.array([s == split for s in splits])
         if sel.any():
             ax.scatter(xy[sel, 0], xy[sel, 1], c=[cmap(c % 10) for c in clusters[sel]], marker=marker,
-                       edgecolors="k", linewidths=0.4, label=split)
+                       edgecolors="k", linewidths=0.4)
+        ax.scatter([], [], color="0.6", marker=marker, edgecolors="k", linewidths=0.4, label=split)
     for c in np.unique(clusters):
         ax.scatter([], [], color=cmap(c % 10), label=f"cluster {c}")
     ax.set_xlabel("PC 1")
