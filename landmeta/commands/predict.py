@@ -1,0 +1,45 @@
+"""`landmeta predict`: map whole scenes with a (adapted) checkpoint by sliding-window inference."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from landmeta.inference.mapping import PredictOptions, predict_maps
+from landmeta.meta.checkpoint import load_checkpoint
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="predict land-cover maps of scenes (GeoTIFF, PNG/JPG, band folders)")
+    parser.add_argument("--model", required=True, type=Path, help="checkpoint, usually from `landmeta adapt`")
+    parser.add_argument("--input", required=True, type=Path,
+                        help="a raster, a folder of one GeoTIFF per band, or a folder of either")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the maps")
+    parser.add_argument("--window", type=int,
+                        help="window side in input pixels (default 512; a classifier: its training chip size)")
+    parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows, cross-faded "
+                                                    "(default 32; a classifier: 0)")
+    parser.add_argument("--batch", type=int, default=4, help="windows per forward pass (default 4)")
+    parser.add_argument("--polygons", action="store_true", help="also write class polygons (GeoPackage)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing maps of the same scenes")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.model)
+    options = PredictOptions(window=args.window, overlap=args.overlap, batch=max(1, args.batch),
+                             polygons=args.polygons, overwrite=args.overwrite, device=args.device)
+    for files in predict_maps(ckpt, args.input, args.out, options, progress=True):
+        if files.georeferenced:
+            print(f"{files.classes}  (class map GeoTIFF; QGIS style {files.style.name})")
+            print(f"{files.confidence}  (confidence %)")
+        else:
+            print(f"{files.classes}  (no georeference in the input: PNG outputs)")
+            print(f"{files.confidence}  (confidence %, PNG)")
+        print(f"{files.preview}  (quick-look with legend)")
+        if files.polygons:
+            print(f"{files.polygons}  (polygons, layer landcover)")
+        elif args.polygons and not files.georeferenced:
+            print("no polygons: the input has no georeference")
+    return 0

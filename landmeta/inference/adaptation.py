@@ -1,0 +1,68 @@
+"""`landmeta adapt` as a library call: a checkpoint and a support folder in, an adapted checkpoint out.
+
+The adapted checkpoint has the same format and method as its base (so `landmeta predict`,
+`landmeta evaluate` and a further `landmeta adapt` read it), without the training state, plus
+`adapted_from` (the base checkpoint) and `adaptation` (support folder, tiles, chips, steps, lr).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from landmeta.config import config_from_dict
+from landmeta.errors import OutputExistsError
+from landmeta.inference.support import SupportSet, read_support
+from landmeta.io import provenance
+from landmeta.meta.adapt import adapt
+from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmeta.meta.maml import MAML_METHODS
+
+TRAINING_STATE = ("optimizer", "scheduler", "rng", "path", "format", "format_version")
+
+
+def resolved_steps_lr(ckpt: dict[str, Any], steps: int | None, lr: float | None) -> tuple[int, float | str]:
+    """The steps and learning rate `adapt` will use: as given, or the method's defaults."""
+    config = config_from_dict(ckpt["config"], source=ckpt.get("path", "checkpoint"))
+    if ckpt["method"] in MAML_METHODS:
+        default_lr: float | str = config.meta.inner_lr if ckpt.get("inner_lrs") is None else "learned"
+        return (config.meta.test_inner_steps if steps is None else steps), (default_lr if lr is None else lr)
+    return (config.eval.finetune_steps[0] if steps is None else steps), \
+        (config.eval.finetune_lrs[0] if lr is None else lr)
+
+
+def adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | None = None,
+                     lr: float | None = None, class_map: Path | None = None, overwrite: bool = False,
+                     progress: bool = False) -> dict[str, Any]:
+    """Adapt `checkpoint` to the labelled tiles in `support` and save it to `out`; returns its `adaptation`."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
+    ckpt = load_checkpoint(checkpoint)
+    data = read_support(Path(support), ckpt, class_map, progress)
+    steps_used, lr_used = resolved_steps_lr(ckpt, steps, lr)
+    started = time.perf_counter()
+    model = adapt(ckpt, model_from_checkpoint(ckpt), data.x, data.y, steps, lr, classes=data.classes)
+    seconds = time.perf_counter() - started
+    payload = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
+    payload["model_state"] = model.state_dict()
+    if ckpt["task_kind"] == "classification":
+        payload["num_classes"] = model.head.out_features
+        payload.update(_classifier_classes(ckpt, data))
+    payload["adapted_from"] = str(Path(checkpoint).resolve())
+    payload["adaptation"] = {
+        "support": str(Path(support).resolve()), "tiles": data.tiles, "chips": len(data.x),
+        "steps": steps_used, "lr": lr_used, "class_map": str(class_map) if class_map else None,
+        "seconds": round(seconds, 3), "provenance": provenance(),
+    }
+    save_checkpoint(out, payload)
+    return payload["adaptation"]
+
+
+def _classifier_classes(ckpt: dict[str, Any], data: SupportSet) -> dict[str, Any]:
+    """An adapted classifier's outputs are the support's classes (colours kept where names match)."""
+    colors = ckpt.get("class_colors")
+    if colors and data.classes is not None:
+        return {"class_names": data.class_names, "class_colors": [colors[i] for i in data.classes]}
+    return {"class_names": data.class_names, "class_colors": None}

@@ -1,0 +1,108 @@
+"""`landmeta predict` as a library call: a checkpoint and input scenes in, maps out.
+
+Window size is in input pixels. A checkpoint trained on chips resized from the store's chip size
+(`store_chip_size`) to `chip_size` saw the ground at that scale; each window is resampled by the
+same factor before the model and its probabilities back after, so a model sees what it was trained
+on. Without `store_chip_size` the input is taken at native resolution. A classifier predicts one
+class per window (a coarse map): its window defaults to the store's chip size and is always
+resampled to the model's `chip_size`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from landmeta.errors import CheckpointError
+from landmeta.inference.maps import Legend, MapFiles, check_outputs, default_colors, output_paths, write_maps
+from landmeta.inference.predict import WindowModel, check_window, predict_strips
+from landmeta.inference.scene import open_scene, scene_inputs
+from landmeta.io import provenance
+from landmeta.meta.checkpoint import model_from_checkpoint
+
+DEFAULT_WINDOW = 512
+DEFAULT_OVERLAP = 32
+MODEL_MULTIPLE = 32  # U-Net inputs are rounded to a multiple of this (its total downsampling)
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    window: int | None = None  # input pixels per window; None = 512 (segmentation) or the chip size
+    overlap: int | None = None  # None = 32 (segmentation) or 0 (classification)
+    batch: int = 4
+    polygons: bool = False
+    overwrite: bool = False
+    device: str = "cpu"
+
+
+def store_chip_size(ckpt: dict[str, Any]) -> int:
+    """Side of the chips the model was trained from, in input pixels (native resolution if unknown)."""
+    return int(ckpt.get("store_chip_size") or ckpt["chip_size"])
+
+
+def legend_of(ckpt: dict[str, Any]) -> Legend:
+    names = list(ckpt["class_names"])
+    colors = ckpt.get("class_colors")
+    colors = [tuple(int(v) for v in c) for c in colors] if colors else default_colors(len(names))
+    return Legend(names=names, colors=colors)
+
+
+def window_model(ckpt: dict[str, Any], window: int, device: str = "cpu") -> WindowModel:
+    """The checkpoint's model with what sliding-window prediction needs to feed it."""
+    where = ckpt.get("path", "checkpoint")
+    kind = ckpt["task_kind"]
+    names = list(ckpt["class_names"])
+    if kind == "classification" and "adapted_from" not in ckpt and \
+            (ckpt["method"] != "pretrain" or ckpt["num_classes"] != len(names)):
+        raise CheckpointError(f"{where}: a {ckpt['method']} classifier predicts task-local labels; "
+                              f"adapt it to your classes first (landmeta adapt)")
+    if len(names) > ckpt["num_classes"]:
+        raise CheckpointError(f"{where}: {len(names)} class names for {ckpt['num_classes']} model outputs")
+    if kind == "classification":
+        model_window = int(ckpt["chip_size"])
+    else:
+        scaled = window * int(ckpt["chip_size"]) / store_chip_size(ckpt)
+        model_window = max(MODEL_MULTIPLE, int(round(scaled / MODEL_MULTIPLE)) * MODEL_MULTIPLE)
+    norm = ckpt["norm"]
+    return WindowModel(model=model_from_checkpoint(ckpt).to(device), mean=np.asarray(norm["mean"], np.float32),
+                       std=np.asarray(norm["std"], np.float32), kind=kind, num_classes=len(names),
+                       model_window=model_window, device=device)
+
+
+def resolve_window(ckpt: dict[str, Any], options: PredictOptions) -> tuple[int, int]:
+    classifier = ckpt["task_kind"] == "classification"
+    window = options.window or (store_chip_size(ckpt) if classifier else DEFAULT_WINDOW)
+    overlap = options.overlap if options.overlap is not None else (0 if classifier else DEFAULT_OVERLAP)
+    check_window(window, overlap)
+    return window, overlap
+
+
+def predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: PredictOptions,
+                 progress: bool = False) -> list[MapFiles]:
+    """Predict every scene of `inputs` (a raster, a per-band folder, or a folder of them) into `out`.
+
+    Every scene is opened and its bands checked, and every output name checked, before anything
+    is written.
+    """
+    window, overlap = resolve_window(ckpt, options)
+    scenes = scene_inputs(Path(inputs))
+    for path in scenes:
+        with open_scene(path, list(ckpt["bands"])) as scene:
+            check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons).values(),
+                          options.overwrite)
+    wm = window_model(ckpt, window, options.device)
+    legend = legend_of(ckpt)
+    record = {"model": ckpt.get("path"), "method": ckpt["method"], "adapted_from": ckpt.get("adapted_from"),
+              "window": window, "overlap": overlap, "model_window": wm.model_window,
+              "provenance": provenance(torch=torch.__version__)}
+    written = []
+    for path in scenes:
+        with open_scene(path, list(ckpt["bands"])) as scene:
+            strips = predict_strips(scene, wm, window, overlap, options.batch, progress)
+            written.append(write_maps(scene, strips, Path(out), legend, record, options.polygons,
+                                      options.overwrite))
+    return written

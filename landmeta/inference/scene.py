@@ -1,0 +1,211 @@
+"""Input scenes for prediction: one raster file, or a folder of one GeoTIFF per band, read window by window.
+
+Pixels come back in physical units by the data readers' dtype convention
+(`landmeta.data.geo.to_physical`: uint16 = Sentinel-2 DN / 10000, uint8 = RGB / 255, float kept).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.windows import Window, from_bounds
+
+from landmeta.data.geo import band_files, to_physical
+from landmeta.errors import DataError
+
+RASTER_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def canonical_band(name: str) -> str:
+    """Band names compared loosely: case-insensitive, leading zeros dropped (`B01` == `b1`)."""
+    return re.sub(r"(?<=[A-Z])0+(?=\d)", "", name.strip().upper())
+
+
+@dataclass
+class Scene:
+    """An open input raster (or band stack) on one pixel grid; `read` returns any window of it."""
+
+    path: Path
+    height: int
+    width: int
+    crs: rasterio.crs.CRS | None
+    transform: Affine
+    bands: list[str]
+    # (open dataset, band index) per model band, in the model's band order
+    sources: list[tuple[rasterio.DatasetReader, int]] = field(repr=False)
+    alpha: tuple[rasterio.DatasetReader, int] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else self.path.name
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs is not None
+
+    def read(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """Window (row, col, height, width) as ((bands, h, w) float32 physical, (h, w) valid mask).
+
+        Parts outside the raster are filled by mirroring the pixels inside and marked invalid.
+        """
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + height, self.height), min(col + width, self.width)
+        inner = Window(c0, r0, c1 - c0, r1 - r0)
+        image = np.empty((len(self.sources), r1 - r0, c1 - c0), dtype=np.float32)
+        valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
+        for i, (src, band) in enumerate(self.sources):
+            raw = self._read_band(src, band, inner)
+            if src.nodata is not None:
+                valid &= raw != src.nodata  # a pixel is nodata where any band is
+            image[i] = to_physical(raw)
+        valid &= np.isfinite(image).all(axis=0)
+        if self.alpha is not None:
+            valid &= self._read_band(*self.alpha, inner) > 0
+        image[:, ~valid] = np.nan
+        pad = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
+        if any(p for pair in pad for p in pair):
+            image = np.pad(image, ((0, 0), *pad), mode="symmetric")
+            valid = np.pad(valid, pad, mode="constant", constant_values=False)
+        return image, valid
+
+    def _read_band(self, src: rasterio.DatasetReader, band: int, window: Window) -> np.ndarray:
+        try:
+            if src.transform == self.transform and (src.height, src.width) == (self.height, self.width):
+                return src.read(band, window=window)
+            # a coarser band of a per-band stack: read the same ground area onto the scene's grid
+            bounds = rasterio.windows.bounds(window, self.transform)
+            return src.read(band, window=from_bounds(*bounds, transform=src.transform),
+                            out_shape=(int(window.height), int(window.width)),
+                            resampling=Resampling.bilinear)
+        except (RasterioError, OSError) as exc:
+            raise DataError(f"{src.name}: cannot read pixels ({_first_line(exc)})") from exc
+
+    def overview(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole scene decimated to at most `max_side` pixels a side (for quick-looks)."""
+        factor = max(1, int(np.ceil(max(self.height, self.width) / max_side)))
+        shape = (max(1, self.height // factor), max(1, self.width // factor))
+        image = np.empty((len(self.sources), *shape), dtype=np.float32)
+        full = Window(0, 0, self.width, self.height)
+        for i, (src, band) in enumerate(self.sources):
+            try:
+                bounds = rasterio.windows.bounds(full, self.transform)
+                window = full if src.transform == self.transform else from_bounds(*bounds, transform=src.transform)
+                raw = src.read(band, window=window, out_shape=shape, resampling=Resampling.nearest)
+            except (RasterioError, OSError) as exc:
+                raise DataError(f"{src.name}: cannot read pixels ({_first_line(exc)})") from exc
+            image[i] = to_physical(raw)
+        return image, np.isfinite(image).all(axis=0)
+
+    def close(self) -> None:
+        for src in {id(s): s for s, _ in self.sources}.values():
+            src.close()
+        if self.alpha is not None:
+            self.alpha[0].close()
+
+    def __enter__(self) -> Scene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def scene_inputs(path: Path) -> list[Path]:
+    """The scenes an `--input` names: a raster file, a per-band folder, or a folder of either."""
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such file or folder")
+    if band_files(path):
+        return [path]
+    found = sorted(p for p in path.iterdir()
+                   if (p.is_file() and p.suffix.lower() in RASTER_SUFFIXES and not p.name.startswith("."))
+                   or (p.is_dir() and band_files(p)))
+    if not found:
+        raise DataError(f"{path}: no rasters (GeoTIFF, PNG, JPG) or per-band GeoTIFF folders in this folder")
+    return found
+
+
+def open_scene(path: Path, bands: list[str]) -> Scene:
+    """Open a scene and match its bands to the model's `bands`; DataError naming the file otherwise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        if path.is_dir():
+            return _open_band_folder(path, bands)
+        return _open_file(path, bands)
+
+
+def _open_file(path: Path, bands: list[str]) -> Scene:
+    try:
+        src = rasterio.open(path)
+    except (RasterioError, OSError) as exc:
+        raise DataError(f"{path}: cannot open as a raster ({_first_line(exc)})") from exc
+    try:
+        indexes = list(range(1, src.count + 1))
+        alpha = None
+        if src.count > 1 and src.colorinterp[-1] == ColorInterp.alpha:
+            alpha = (src, indexes.pop())
+        order = _band_order(path, [src.descriptions[i - 1] for i in indexes], bands)
+        return Scene(path=path, height=src.height, width=src.width, crs=src.crs, transform=src.transform,
+                     bands=list(bands), sources=[(src, indexes[i]) for i in order], alpha=alpha)
+    except BaseException:
+        src.close()
+        raise
+
+
+def _band_order(path: Path, names: list[str | None], bands: list[str]) -> list[int]:
+    """Positions of the model's bands among the file's bands (by name when the file names them)."""
+    expected = ", ".join(bands)
+    if names and all(names):
+        lookup = {canonical_band(n): i for i, n in enumerate(names)}
+        missing = [b for b in bands if canonical_band(b) not in lookup]
+        if not missing:
+            return [lookup[canonical_band(b)] for b in bands]
+        raise DataError(f"{path}: bands {', '.join(n or '?' for n in names)} do not include "
+                        f"{', '.join(missing)}; the model expects {len(bands)} bands: {expected}")
+    if len(names) != len(bands):
+        raise DataError(f"{path}: has {len(names)} bands, the model expects {len(bands)} bands "
+                        f"in this order: {expected}")
+    return list(range(len(bands)))
+
+
+def _open_band_folder(path: Path, bands: list[str]) -> Scene:
+    files = {canonical_band(b): f for b, f in band_files(path).items()}
+    missing = [b for b in bands if canonical_band(b) not in files]
+    if missing:
+        raise DataError(f"{path}: no per-band file for {', '.join(missing)} (files end in _B01.tif ...); "
+                        f"the model expects {len(bands)} bands: {', '.join(bands)}")
+    opened: list[rasterio.DatasetReader] = []
+    try:
+        for band in bands:
+            file = files[canonical_band(band)]
+            try:
+                opened.append(rasterio.open(file))
+            except (RasterioError, OSError) as exc:
+                raise DataError(f"{file}: cannot open as a raster ({_first_line(exc)})") from exc
+        ref = min(opened, key=lambda s: abs(s.transform.a))
+        for src in opened:
+            if src.crs != ref.crs or np.abs(np.subtract(src.bounds, ref.bounds)).max() > abs(src.transform.a) / 2:
+                raise DataError(f"{src.name}: grid (CRS or extent) differs from {Path(ref.name).name}")
+        return Scene(path=path, height=ref.height, width=ref.width, crs=ref.crs, transform=ref.transform,
+                     bands=list(bands), sources=[(src, 1) for src in opened])
+    except BaseException:
+        for src in opened:
+            src.close()
+        raise
+
+
+def _first_line(exc: Exception) -> str:
+    """The gist of a rasterio error (its cause when it only points to one)."""
+    if "previous exception" in str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else exc.__class__.__name__
+

@@ -1,0 +1,86 @@
+"""Checkpoints built with the engine's API, and real GeoTIFF/PNG files, for the adapt and predict tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from PIL import Image
+from rasterio.transform import from_origin
+
+from landmeta.config import Config, config_to_dict
+from landmeta.meta.checkpoint import save_checkpoint
+from landmeta.models import build_model
+
+UTM = "EPSG:32631"  # UTM zone 31N
+TRANSFORM = from_origin(440000.0, 5400000.0, 10.0, 10.0)
+CLASSES = ["Forest", "Cropland", "Water"]
+COLORS = [(0, 153, 0), (194, 79, 68), (28, 13, 255)]
+
+
+def make_checkpoint(path: Path, kind: str = "segmentation", bands: tuple[str, ...] = ("B02", "B03", "B04", "B08"),
+                    class_names: list[str] = CLASSES, colors: list | None = COLORS, chip_size: int = 32,
+                    store_chip_size: int | None = None, method: str = "maml", seed: int = 0,
+                    num_classes: int | None = None) -> Path:
+    """A small real model (tiny U-Net or conv classifier) saved as a checkpoint in the documented format."""
+    torch.manual_seed(seed)
+    config = Config()
+    config.meta.method = method
+    config.meta.test_inner_steps = 3
+    config.task.kind = kind
+    if kind == "segmentation":
+        config.model.name, config.model.encoder, config.model.encoder_depth = "unet", "resnet18", 3
+        config.model.decoder_channels = [32, 16, 8]
+    else:
+        config.model.name, config.model.width, config.model.depth = "conv", 16, 3
+    k = num_classes or len(class_names)
+    model = build_model(config.model, len(bands), k, kind)
+    payload = {"method": method, "task_kind": kind, "config": config_to_dict(config),
+               "model_state": model.state_dict(), "inner_lrs": None, "bands": list(bands),
+               "class_names": list(class_names), "norm": {"mean": [0.1] * len(bands), "std": [0.05] * len(bands)},
+               "chip_size": chip_size, "in_channels": len(bands), "num_classes": k, "step": 0,
+               "provenance": {"test": True}}
+    if colors is not None:
+        payload["class_colors"] = [list(c) for c in colors]
+    if store_chip_size is not None:
+        payload["store_chip_size"] = store_chip_size
+    save_checkpoint(path, payload)
+    return path
+
+
+def class_field(height: int, width: int, seed: int = 0, k: int = 3) -> np.ndarray:
+    """A blocky map of class ids 0..k-1 (fields of 16 px)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, k, size=(height // 16 + 1, width // 16 + 1))
+    return np.kron(coarse, np.ones((16, 16), dtype=np.int64))[:height, :width].astype(np.uint8)
+
+
+def reflectance(classes: np.ndarray, bands: int, seed: int = 0) -> np.ndarray:
+    """uint16 Sentinel-2-like DN whose spectrum depends on the class (each class brighter in one band)."""
+    rng = np.random.default_rng(seed)
+    base = np.full((bands, *classes.shape), 800.0)
+    for c in range(int(classes.max()) + 1):
+        base[c % bands][classes == c] += 1500.0
+    return (base + rng.normal(0, 60, size=base.shape)).clip(1, 10000).astype(np.uint16)
+
+
+def write_geotiff(path: Path, data: np.ndarray, nodata: float | None = None, crs: str | None = UTM,
+                  descriptions: list[str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count, height, width = data.shape
+    with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=count, dtype=data.dtype,
+                       crs=crs, transform=TRANSFORM, nodata=nodata) as dst:
+        dst.write(data)
+        for i, name in enumerate(descriptions or []):
+            dst.set_band_description(i + 1, name)
+    return path
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    """(H, W) or (H, W, 3) uint8 as PNG/JPG by suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") \
+        else Image.fromarray(array).save(path)
+    return path
