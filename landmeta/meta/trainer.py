@@ -1,0 +1,381 @@
+"""Meta-training (MAML family) and pooled supervised pretraining, with validation, checkpoints and
+exact resume.
+
+Every outer step draws its tasks (or its pretraining batch) and augmentations from a generator
+seeded by (seed, step), so a resumed run sees exactly the stream an uninterrupted run would; the
+model, inner rates, optimiser, scheduler, early-stopping state and python/numpy/torch RNG states
+are restored from `last.pt`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landmeta.config import Config, config_to_dict, dump_config
+from landmeta.data.store import ChipStore
+from landmeta.data.tasks import Task, load_or_create_tasks, sample_task
+from landmeta.data.transforms import BatchMaker
+from landmeta.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
+from landmeta.evaluation.metrics import metric_names, task_metrics
+from landmeta.io import atomic_write_json, atomic_write_text, code_version, provenance
+from landmeta.meta.adapt import adapt
+from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
+from landmeta.meta.maml import MAML_METHODS, InnerRates, build_rates, meta_step, task_loss
+from landmeta.models import build_model
+
+METRICS_FIELDS = ["step", "loss", "train_metric", "val_metric", "lr", "seconds"]
+RESUMABLE_CHANGES = ("train.", "meta.steps", "eval.")  # config keys a resumed run may change
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    best_val: float | None  # best validation metric (accuracy or mIoU)
+    status: str  # "done", "early-stopped" or "interrupted"
+
+
+@dataclass
+class Setup:
+    """What a run needs from the store and the config: tensors maker, model shape."""
+
+    store: ChipStore
+    batches: BatchMaker
+    kind: str
+    num_classes: int
+
+
+def prepare(config: Config, store: ChipStore) -> Setup:
+    """Check the config against the store; ConfigError/StoreError naming what does not fit."""
+    kind, method = config.task.kind, config.meta.method
+    if kind not in store.kinds:
+        raise ConfigError(f"{store.path}: the store has no {kind} data (kinds: {store.kinds}); "
+                          f"set task.kind")
+    batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=config.data.augment)
+    if kind == "classification" and not 2 <= config.task.n_way <= store.num_classes:
+        raise ConfigError(f"{store.path}: task.n_way={config.task.n_way} does not fit the store's "
+                          f"{store.num_classes} classes")
+    if method in MAML_METHODS and config.meta.inner_steps < 1:
+        raise ConfigError(f"meta.inner_steps must be >= 1 for {method}, got {config.meta.inner_steps}")
+    pooled = kind == "segmentation" or method == "pretrain"
+    return Setup(store, batches, kind, store.num_classes if pooled else config.task.n_way)
+
+
+def new_model(config: Config, setup: Setup) -> nn.Module:
+    """The run's model with its seeded random initialisation."""
+    torch.manual_seed(config.seed)
+    return build_model(config.model, setup.batches.in_channels, setup.num_classes, setup.kind,
+                       chip_size=setup.batches.chip_size)
+
+
+def checkpoint_payload(config: Config, setup: Setup, method: str, model: nn.Module,
+                       rates: InnerRates | None, step: int, **extra: Any) -> dict[str, Any]:
+    """A checkpoint dict (docs/architecture.md) for `model` at `step`."""
+    bm = setup.batches
+    return {
+        "method": method, "task_kind": setup.kind, "config": config_to_dict(config),
+        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "inner_lrs": None if rates is None or not len(rates.rates) else
+        {k: v.detach().cpu() for k, v in rates.state_dict().items()},
+        "bands": list(bm.bands), "class_names": list(setup.store.class_names),
+        "class_colors": [list(c) for c in setup.store.class_colors],
+        "norm": {"mean": [float(v) for v in bm.mean], "std": [float(v) for v in bm.std]},
+        "chip_size": bm.chip_size, "in_channels": bm.in_channels, "num_classes": setup.num_classes,
+        "step": step, "provenance": provenance(store=str(setup.store.path), seed=config.seed), **extra,
+    }
+
+
+def random_checkpoint(config: Config, store: ChipStore) -> dict[str, Any]:
+    """The `random` baseline: the run's model at its seeded random initialisation, untrained."""
+    setup = prepare(config, store)
+    return checkpoint_payload(config, setup, "random", new_model(config, setup), None, 0)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def headline(kind: str, logits: Tensor, y: Tensor) -> float:
+    """Accuracy (classification) or mIoU over present classes (segmentation) of a batch."""
+    pred, truth = logits.argmax(1).cpu().numpy(), y.cpu().numpy()
+    if kind == "segmentation" and not (truth != 255).any():
+        return float("nan")
+    return task_metrics(kind, truth, pred)[metric_names(kind)[0]]
+
+
+def validate(ckpt: dict[str, Any], model: nn.Module, tasks: list[Task], batches: BatchMaker,
+             device: torch.device) -> float:
+    """Mean headline metric over saved tasks after test-time adaptation (as at evaluation)."""
+    values = []
+    for task in tasks:
+        t = batches.task_tensors(task)
+        adapted = adapt(ckpt, model, t.x_support.to(device), t.y_support.to(device),
+                        classes=task.classes)
+        with torch.no_grad():
+            values.append(headline(ckpt["task_kind"], adapted(t.x_query.to(device)), t.y_query))
+    return float(np.nanmean(values))
+
+
+class _Interrupt:
+    """Turns the first SIGINT into a flag checked after each step; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self.previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave SIGINT alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _check_resumable(ckpt: dict[str, Any], config: Config) -> None:
+    """CheckpointError if `config` differs from the run's in anything but train.*, eval.*, meta.steps."""
+    old = _flatten(ckpt["config"])
+    new = _flatten(config_to_dict(config))
+    changed = [k for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+    if changed:
+        shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3])
+        raise CheckpointError(f"{ckpt['path']}: the run was made with another config ({shown})")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def train(config: Config, data: str | Path, out: str | Path, resume: bool = False,
+          progress: bool = False) -> TrainResult:
+    """Train `config.meta.method` on the store `data`, writing the run folder `out`."""
+    out = Path(out)
+    store = ChipStore.open(data)
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(out / "last.pt")
+        _check_resumable(ckpt, config)
+    elif out.exists() and any(out.iterdir()):
+        raise OutputExistsError(f"{out}: run folder exists and is not empty (use --resume to continue it)")
+    setup = prepare(config, store)
+    device = resolve_device(config.train.device)
+    method, meta = config.meta.method, config.meta
+    model = new_model(config, setup).to(device)
+    rates = build_rates(model, meta).to(device) if method in MAML_METHODS else None
+    trained = list(model.parameters()) + ([] if rates is None else list(rates.parameters()))
+    optimiser = torch.optim.Adam(trained, lr=meta.outer_lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, meta.steps))
+    start, best, stale = 0, None, 0
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model_state"])
+            if rates is not None and ckpt["inner_lrs"] is not None:
+                rates.load_state_dict(ckpt["inner_lrs"])
+            optimiser.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            start, best, stale = ckpt["step"], ckpt["best_val"], ckpt["stale"]
+            _set_rng_state(ckpt["rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"{ckpt['path']}: cannot resume from it ({exc.__class__.__name__}: "
+                                  f"{str(exc).splitlines()[0] if str(exc) else 'missing state'})") from exc
+        _truncate_metrics(out / "metrics.csv", start)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        atomic_write_json(out / "run.json", {"seed": config.seed, "method": method, "data": str(store.path),
+                                             "version": code_version(), "provenance": provenance()})
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+    val_tasks = load_or_create_tasks(store, "val", setup.kind, config.task.n_way, config.task.k_shot,
+                                     config.task.q_query, config.task.val_tasks, config.seed)
+    eval_batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=False)
+    step_fn = _maml_step(config, setup, model, rates, device) if rates is not None else \
+        _pretrain_step(config, setup, model, device)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and device.type == "cuda" \
+        else nullcontext()
+    board = _tensorboard(out)
+    bar = _bar(progress, meta.steps, start)
+
+    def save(path: Path, step: int) -> None:
+        save_checkpoint(path, checkpoint_payload(
+            config, setup, method, model, rates, step, optimizer=optimiser.state_dict(),
+            scheduler=scheduler.state_dict(), rng=_rng_state(), best_val=best, stale=stale))
+
+    status, step = "done", start
+    started = time.perf_counter()
+    with _Interrupt() as interrupt, open(out / "metrics.csv", "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
+        if fh.tell() == 0:
+            writer.writeheader()
+        for step in range(start + 1, meta.steps + 1):
+            model.train()
+            optimiser.zero_grad(set_to_none=True)
+            with amp:
+                loss, metric = step_fn(step - 1)
+            if not math.isfinite(loss):
+                last = out / "last.pt"
+                kept = f"last good checkpoint {last} (step {_step_of(last)})" if last.exists() else \
+                    "no checkpoint written yet"
+                raise TrainingError(f"{out}: loss became {loss} at step {step}; stopped, {kept}")
+            nn.utils.clip_grad_norm_(trained, meta.grad_clip)
+            optimiser.step()
+            scheduler.step()
+            row = {"step": step, "loss": loss, "train_metric": metric, "val_metric": "",
+                   "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
+            if step % config.train.val_every == 0 or step == meta.steps:
+                val = validate(checkpoint_payload(config, setup, method, model, rates, step), model,
+                               val_tasks, eval_batches, device)
+                row["val_metric"] = val
+                if best is None or val > best:
+                    best, stale = val, 0
+                    save_checkpoint(out / "best.pt", checkpoint_payload(config, setup, method, model, rates,
+                                                                        step, best_val=best))
+                else:
+                    stale += 1
+                if config.train.early_stop_patience and stale >= config.train.early_stop_patience:
+                    status = "early-stopped"
+            writer.writerow(row)
+            fh.flush()
+            _log(board, bar, row)
+            if interrupt.flag:
+                status = "interrupted"
+            if step % config.train.ckpt_every == 0 or step == meta.steps or status != "done":
+                save(out / "last.pt", step)
+            if status != "done":
+                break
+    if bar is not None:
+        bar.close()
+    if board is not None:
+        board.close()
+    return TrainResult(out, step, best, status)
+
+
+def _maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates,
+               device: torch.device) -> Callable[[int], tuple[float, float]]:
+    task = config.task
+
+    def step(index: int) -> tuple[float, float]:
+        rng = np.random.default_rng([config.seed, index])
+        batch, truths = [], []
+        for _ in range(config.meta.meta_batch):
+            drawn = sample_task(setup.store, "train", setup.kind, rng, task.n_way, task.k_shot, task.q_query)
+            t = setup.batches.task_tensors(drawn, rng)
+            batch.append(tuple(v.to(device) for v in (t.x_support, t.y_support, t.x_query, t.y_query)))
+            truths.append(t.y_query)
+        result = meta_step(model, rates, config.meta, batch, index)
+        metric = np.nanmean([headline(setup.kind, lg, y) for lg, y in zip(result.logits, truths)])
+        return result.loss, float(metric)
+
+    return step
+
+
+def _pretrain_step(config: Config, setup: Setup, model: nn.Module,
+                   device: torch.device) -> Callable[[int], tuple[float, float]]:
+    store = setup.store
+    pool = store.chips[store.chips["region"].isin(store.regions_in("train"))]
+    if setup.kind == "classification":
+        pool = pool[pool["label"] >= 0]
+    chips = pool["chip"].to_numpy()
+    if len(chips) == 0:
+        raise ConfigError(f"{store.path}: no {setup.kind} chips in meta-train regions to pretrain on")
+
+    def step(index: int) -> tuple[float, float]:
+        rng = np.random.default_rng([config.seed, index])
+        idx = np.sort(rng.choice(chips, size=min(config.train.batch_size, len(chips)), replace=False))
+        x, y = setup.batches.chip_tensors(idx, setup.kind, rng)
+        logits = model(x.to(device))
+        loss = task_loss(logits, y.to(device))
+        loss.backward()
+        return loss.item(), headline(setup.kind, logits.detach(), y)
+
+    return step
+
+
+def _step_of(path: Path) -> int | str:
+    try:
+        return load_checkpoint(path)["step"]
+    except CheckpointError:
+        return "unreadable"
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep the metrics rows up to `step` (a resumed run rewrites the later ones)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= step]
+    lines = [",".join(METRICS_FIELDS)] + [",".join(r[f] for f in METRICS_FIELDS) for r in rows]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _bar(progress: bool, total: int, start: int) -> Any:
+    if not progress:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, initial=start, desc="train", unit="step")
+
+
+def _log(board: Any, bar: Any, row: dict[str, Any]) -> None:
+    if board is not None:
+        for key in ("loss", "train_metric", "val_metric", "lr"):
+            if row[key] != "":
+                board.add_scalar(key, row[key], row["step"])
+    if bar is not None:
+        shown = {"loss": f"{row['loss']:.3f}", "metric": f"{row['train_metric']:.3f}"}
+        if row["val_metric"] != "":
+            shown["val"] = f"{row['val_metric']:.3f}"
+        bar.set_postfix(shown, refresh=False)
+        bar.update(1)

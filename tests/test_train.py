@@ -1,0 +1,198 @@
+"""`landmeta train`: run folder, methods, exact resume after SIGKILL, SIGINT, bad input, NaN."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from landmeta.cli import main
+from landmeta.config import load_config
+from landmeta.data.store import ChipStore
+from landmeta.errors import CheckpointError
+from landmeta.meta.adapt import adapt
+from landmeta.meta.checkpoint import check_fits, load_checkpoint, model_from_checkpoint
+from landmeta.meta.trainer import random_checkpoint
+
+sys.path.insert(0, str(Path(__file__).parent))
+from store_factory import make_store  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_store(tmp_path_factory.mktemp("train") / "store")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    assert main(["train", "--config", "tiny", "--data", str(store), "--out", str(out), "--no-progress"]) == 0
+    return out
+
+
+def train_args(store: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--config", "tiny", "--data", str(store), "--out", str(out), "--no-progress", *extra]
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_contents(tiny_run: Path, store: Path) -> None:
+    for name in ("config.yaml", "run.json", "metrics.csv", "best.pt", "last.pt"):
+        assert (tiny_run / name).is_file(), name
+    metrics = pd.read_csv(tiny_run / "metrics.csv")
+    assert list(metrics["step"]) == [1, 2, 3, 4]
+    assert metrics["val_metric"].notna().sum() == 2  # val_every 2
+    assert metrics["loss"].notna().all() and metrics["train_metric"].between(0, 1).all()
+    assert load_config(tiny_run / "config.yaml").meta.steps == 4
+    last, best = load_checkpoint(tiny_run / "last.pt"), load_checkpoint(tiny_run / "best.pt")
+    assert last["step"] == 4 and best["best_val"] == metrics["val_metric"].max()
+    assert last["method"] == "maml" and last["num_classes"] == 4 and last["bands"] == ChipStore.open(store).bands
+    model = model_from_checkpoint(best)
+    assert not model.training and model(torch.zeros(2, last["in_channels"], 32, 32)).shape == (2, 4)
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("metasgd", []),
+    ("anil", ["--set", "meta.inner_lr_mode=lslr"]),
+    ("pretrain", []),
+])
+def test_methods_train_and_adapt(method: str, extra: list[str], store: Path, tmp_path: Path) -> None:
+    out = tmp_path / method
+    assert main(train_args(store, out, "--method", method, "--set", "meta.steps=2", *extra)) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["method"] == method
+    assert (ckpt["inner_lrs"] is None) == (method == "pretrain")
+    if method == "pretrain":
+        assert ckpt["num_classes"] == ChipStore.open(store).num_classes  # pooled over all classes
+    model = model_from_checkpoint(ckpt)
+    x, y = torch.randn(4, ckpt["in_channels"], 32, 32), torch.arange(4)
+    adapted = adapt(ckpt, model, x, y, classes=(0, 2, 3, 5))
+    assert adapted(x).shape == (4, 4)
+
+
+def test_segmentation_unet_trains(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "seg"
+    assert main(["train", "--config", "tiny-seg", "--data", str(store), "--out", str(out), "--no-progress",
+                 "--set", "meta.steps=2"]) == 0
+    ckpt = load_checkpoint(out / "best.pt")
+    assert ckpt["task_kind"] == "segmentation" and 0 <= ckpt["best_val"] <= 1
+    assert model_from_checkpoint(ckpt)(torch.zeros(1, ckpt["in_channels"], 32, 32)).shape[1] == ckpt["num_classes"]
+
+
+def test_random_checkpoint_is_untrained_init(store: Path) -> None:
+    config = load_config("tiny")
+    a, b = random_checkpoint(config, ChipStore.open(store)), random_checkpoint(config, ChipStore.open(store))
+    assert a["method"] == "random" and a["step"] == 0 and same_state(a["model_state"], b["model_state"])
+
+
+def _start(store: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "landmeta", *train_args(store, out, *extra)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.01)
+
+
+LONG = ["--set", "meta.steps=16", "--set", "train.ckpt_every=1", "--set", "train.val_every=8"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_ends_with_same_weights(store: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    assert main(train_args(store, reference, *LONG)) == 0
+    killed = tmp_path / "killed"
+    proc = _start(store, killed, *LONG)
+    _wait_for_checkpoint(proc, killed / "last.pt")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    stopped_at = load_checkpoint(killed / "last.pt")["step"]
+    assert stopped_at < 16, "the run ended before it could be killed"
+    assert main(["train", "--data", str(store), "--out", str(killed), "--resume", "--no-progress"]) == 0
+    a, b = load_checkpoint(reference / "last.pt"), load_checkpoint(killed / "last.pt")
+    assert same_state(a["model_state"], b["model_state"])
+    assert same_state(a["inner_lrs"] or {}, b["inner_lrs"] or {})
+    ref_metrics, res_metrics = pd.read_csv(reference / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
+    pd.testing.assert_frame_equal(ref_metrics.drop(columns="seconds"), res_metrics.drop(columns="seconds"))
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_cleanly(store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "interrupted"
+    proc = _start(store, out, *LONG)
+    _wait_for_checkpoint(proc, out / "last.pt")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    ckpt = load_checkpoint(out / "last.pt")
+    if ckpt["step"] < 16:  # the signal arrived while training
+        assert proc.returncode == 130
+        assert len(pd.read_csv(out / "metrics.csv")) == ckpt["step"]
+    assert "Traceback" not in err
+
+
+def test_bad_bands_and_class_count_exit_2(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(train_args(store, tmp_path / "a", "--set", "data.bands=[B02, XX]")) == 2
+    assert "XX" in capsys.readouterr().err
+    assert main(train_args(store, tmp_path / "b", "--set", "task.n_way=9")) == 2
+    err = capsys.readouterr().err
+    assert "n_way" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_existing_run_needs_resume(tiny_run: Path, store: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(train_args(store, tiny_run)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_resume_with_other_model_or_corrupt_checkpoint_exit_2(tiny_run: Path, store: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    before = (tiny_run / "last.pt").read_bytes()
+    assert main(train_args(store, tiny_run, "--resume", "--set", "model.width=32")) == 2
+    assert "model.width" in capsys.readouterr().err
+    run = tmp_path / "corrupt"
+    run.mkdir()
+    (run / "last.pt").write_bytes(before[: len(before) // 2])
+    (run / "best.pt").write_bytes(before)
+    assert main(train_args(store, run, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "last.pt" in err and len(err.strip().splitlines()) == 1
+    assert (run / "best.pt").read_bytes() == before and (tiny_run / "last.pt").read_bytes() == before
+
+
+def test_checkpoint_of_other_band_set_is_refused(tiny_run: Path) -> None:
+    ckpt = load_checkpoint(tiny_run / "best.pt")
+    with pytest.raises(CheckpointError, match="bands"):
+        check_fits(ckpt, ["B02", "B03", "B04"], "classification")
+    with pytest.raises(CheckpointError, match="segmentation"):
+        check_fits(ckpt, ckpt["bands"], "segmentation")
+    ckpt["model_state"]["head.weight"] = torch.zeros(3, 7)  # another head shape
+    with pytest.raises(CheckpointError, match="do not fit"):
+        model_from_checkpoint(ckpt)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "nan"
+    code = main(train_args(store, out, "--set", "meta.outer_lr=1.0e+30", "--set", "train.ckpt_every=1",
+                           "--set", "train.val_every=100", "--set", "meta.grad_clip=1.0e+30"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "loss became" in err and "last good checkpoint" in err
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert 1 <= step < 4 and f"step {step}" in err
+    assert len(pd.read_csv(out / "metrics.csv")) == step
