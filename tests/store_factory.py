@@ -26,13 +26,13 @@ SPLIT_PLAN = ("train",) * 6 + ("val",) * 2 + ("test",) * 2
 
 def make_store(path: Path, *, seed: int = 0, chip_size: int = 32, parents_per_region: int = 20,
                splits: tuple[str, ...] = SPLIT_PLAN, classes_per_region: int = 5,
-               kinds: tuple[str, ...] = ("classification", "segmentation")) -> Path:
+               kinds: tuple[str, ...] = ("classification", "segmentation"), bands: list[str] = BANDS) -> Path:
     """Write a store with one region per entry of `splits`; returns `path`."""
     rng = np.random.default_rng(seed)
     path.mkdir(parents=True, exist_ok=True)
-    k, c, s = len(CLASS_NAMES), len(BANDS), chip_size
+    k, c, s = len(CLASS_NAMES), len(bands), chip_size
     signature = rng.uniform(0.02, 0.4, size=(k, c))  # per-class spectral means
-    signature[:, :2] = rng.uniform(-25.0, -5.0, size=(k, 2))  # S1 backscatter in dB
+    signature[:, :2] = rng.uniform(-25.0, -5.0, size=(k, 2))  # the first two bands: S1 backscatter in dB
     images, masks, chip_rows, region_rows, tile_rows = [], [], [], [], []
     chip = 0
     for r, split in enumerate(splits):
@@ -79,11 +79,11 @@ def make_store(path: Path, *, seed: int = 0, chip_size: int = 32, parents_per_re
     gpd.GeoDataFrame(tile_rows, geometry="geometry", crs="EPSG:4326").to_file(gpkg, layer="tiles", engine="pyogrio")
     train_regions = [row["region"] for row in region_rows if row["split"] == "train"]
     train = image_arr[chips["region"].isin(train_regions).to_numpy()].astype(np.float64)
-    atomic_write_json(path / "stats.json", {"bands": BANDS, "regions": train_regions,
+    atomic_write_json(path / "stats.json", {"bands": bands, "regions": train_regions,
                                             "mean": train.mean(axis=(0, 2, 3)).tolist(),
                                             "std": train.std(axis=(0, 2, 3)).tolist()})
     atomic_write_json(path / "manifest.json", {
-        "source": "folder", "kinds": list(kinds), "bands": BANDS, "class_names": CLASS_NAMES,
+        "source": "folder", "kinds": list(kinds), "bands": bands, "class_names": CLASS_NAMES,
         "class_colors": [list(col) for col in CLASS_COLORS], "ignore_index": 255, "chip_size": s,
         "num_chips": chip, "options": {"factory_seed": seed}, "counts": {"regions": len(splits), "chips": chip},
         "skipped": [], "checksums": {}, "provenance": {"made_by": "tests/store_factory.py"}})

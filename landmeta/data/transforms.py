@@ -128,17 +128,15 @@ class BatchMaker:
         """Each chip (and its mask) through the pipeline as HWC float32 with any band count, seeded from `rng`."""
         seed_pipeline(self._pipeline, rng)
         hwc = np.ascontiguousarray(x.numpy().transpose(0, 2, 3, 1))
-        xs, ms = [], []
+        x_out = torch.empty_like(x)
+        m_out = None if masks is None else torch.empty_like(masks)
         for i in range(hwc.shape[0]):
-            args = {"image": hwc[i]}
-            if masks is not None:
-                args["mask"] = masks[i].numpy()
-            out = self._pipeline(**args)
-            xs.append(out["image"])
-            if masks is not None:
-                ms.append(out["mask"])
-        x_out = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2)
-        return x_out, (torch.from_numpy(np.ascontiguousarray(np.stack(ms))) if masks is not None else None)
+            targets = {"image": hwc[i]} if masks is None else {"image": hwc[i], "mask": masks[i].numpy()}
+            out = self._pipeline(**targets)
+            x_out[i] = torch.from_numpy(out["image"]).permute(2, 0, 1)
+            if m_out is not None:
+                m_out[i] = torch.from_numpy(out["mask"])
+        return x_out, m_out
 
 
 def _resize(t: Tensor, size: int, mask: bool) -> Tensor:
