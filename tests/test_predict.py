@@ -44,7 +44,7 @@ def test_blending_equals_a_per_pixel_model_everywhere(tmp_path, window, overlap,
     path = write_geotiff(tmp_path / "in.tif", data, nodata=0)
     model = torch.nn.Conv2d(4, 5, 1).eval()
     mean, std = np.full(4, 0.25, np.float32), np.full(4, 0.15, np.float32)
-    wm = WindowModel(model, mean, std, "segmentation", 5, window)
+    wm = WindowModel(model, mean, std, num_classes=5)
     with open_scene(path, ["a", "b", "c", "d"]) as scene:
         strips = list(predict_strips(scene, wm, window, overlap, batch))
     classes = np.concatenate([s.classes for s in strips])

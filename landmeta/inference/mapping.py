@@ -26,7 +26,6 @@ from landmeta.meta.checkpoint import model_from_checkpoint
 
 DEFAULT_WINDOW = 512
 DEFAULT_OVERLAP = 32
-MODEL_MULTIPLE = 32  # U-Net inputs are rounded to a multiple of this (its total downsampling)
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def legend_of(ckpt: dict[str, Any]) -> Legend:
     return Legend(names=names, colors=colors)
 
 
-def window_model(ckpt: dict[str, Any], window: int, device: str = "cpu") -> WindowModel:
+def window_model(ckpt: dict[str, Any], device: str = "cpu") -> WindowModel:
     """The checkpoint's model with what sliding-window prediction needs to feed it."""
     where = ckpt.get("path", "checkpoint")
     kind = ckpt["task_kind"]
@@ -62,15 +61,12 @@ def window_model(ckpt: dict[str, Any], window: int, device: str = "cpu") -> Wind
                               f"adapt it to your classes first (landmeta adapt)")
     if len(names) > ckpt["num_classes"]:
         raise CheckpointError(f"{where}: {len(names)} class names for {ckpt['num_classes']} model outputs")
-    if kind == "classification":
-        model_window = int(ckpt["chip_size"])
-    else:
-        scaled = window * int(ckpt["chip_size"]) / store_chip_size(ckpt)
-        model_window = max(MODEL_MULTIPLE, int(round(scaled / MODEL_MULTIPLE)) * MODEL_MULTIPLE)
     norm = ckpt["norm"]
+    classifier = kind == "classification"
     return WindowModel(model=model_from_checkpoint(ckpt).to(device), mean=np.asarray(norm["mean"], np.float32),
-                       std=np.asarray(norm["std"], np.float32), kind=kind, num_classes=len(names),
-                       model_window=model_window, device=device)
+                       std=np.asarray(norm["std"], np.float32), num_classes=len(names),
+                       scale=int(ckpt["chip_size"]) / store_chip_size(ckpt),
+                       fixed_size=int(ckpt["chip_size"]) if classifier else None, device=device)
 
 
 def resolve_window(ckpt: dict[str, Any], options: PredictOptions) -> tuple[int, int]:
@@ -94,10 +90,10 @@ def predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: Predict
         with open_scene(path, list(ckpt["bands"])) as scene:
             check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons).values(),
                           options.overwrite)
-    wm = window_model(ckpt, window, options.device)
+    wm = window_model(ckpt, options.device)
     legend = legend_of(ckpt)
     record = {"model": ckpt.get("path"), "method": ckpt["method"], "adapted_from": ckpt.get("adapted_from"),
-              "window": window, "overlap": overlap, "model_window": wm.model_window,
+              "window": window, "overlap": overlap, "model_window": wm.model_size(window),
               "provenance": provenance(torch=torch.__version__)}
     written = []
     for path in scenes:

@@ -1,12 +1,14 @@
 """Sliding-window prediction over rasters of any size, with memory that does not grow with the raster.
 
-Windows of `window` input pixels step by `window - overlap` over the scene (the last row and column
-of windows reach past the edge; those pixels are mirrored in and dropped). In every overlap the
-class probabilities of neighbouring windows are cross-faded with linear weights that sum to one,
-so seams vanish and no renormalisation is needed. The scene is processed as strips of one row of
-windows; within a strip, windows go left to right in batches, and each block of columns is finished
-as soon as no later window touches it. Only the `overlap` rows shared with the next strip are
-carried over, so memory is a few windows plus `overlap` rows of probabilities, not the scene.
+Windows of `window` input pixels step by `window - overlap` over the scene. The last row and
+column of windows are cut to what is left of the scene (rounded up to a size the model accepts;
+the few pixels past the edge are mirrored in and dropped), so almost no work is wasted at the
+edges. In every overlap the class probabilities of neighbouring windows are cross-faded with
+linear weights that sum to one, so seams vanish and no renormalisation is needed. The scene is
+processed as strips of one row of windows; within a strip, windows go left to right in batches,
+and each block of columns is finished as soon as no later window touches it. Only the `overlap`
+rows shared with the next strip are carried over, so memory is a few windows plus `overlap` rows
+of probabilities, not the scene.
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from landmeta.data.transforms import _resize as resize_chips
 from landmeta.data.transforms import normalise
 from landmeta.errors import ModelError
 from landmeta.inference.scene import Scene
 
 NODATA = 255
+MODEL_MULTIPLE = 32  # model inputs are multiples of this (a U-Net's total downsampling)
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,21 @@ class WindowModel:
     model: nn.Module
     mean: np.ndarray
     std: np.ndarray
-    kind: str  # segmentation: per-pixel logits; classification: one label per window
     num_classes: int  # outputs used (the first `num_classes` logits)
-    model_window: int  # side, in model pixels, of what the model sees for one window
+    scale: float = 1.0  # model pixels per input pixel
+    fixed_size: int | None = None  # a classifier's input side: every window is resampled to it
     device: str = "cpu"
+
+    @property
+    def edge_multiple(self) -> int:
+        """Input sizes that map to whole multiples of MODEL_MULTIPLE model pixels."""
+        return max(1, int(np.ceil(MODEL_MULTIPLE / self.scale)))
+
+    def model_size(self, length: int) -> int:
+        """Side in model pixels of an input side of `length` pixels."""
+        if self.fixed_size is not None:
+            return self.fixed_size
+        return max(MODEL_MULTIPLE, int(round(length * self.scale / MODEL_MULTIPLE)) * MODEL_MULTIPLE)
 
 
 @dataclass(frozen=True)
@@ -49,23 +62,27 @@ class Strip:
     confidence: np.ndarray  # (h, width) uint8
 
 
-def crossfade(window: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+def crossfade(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     """1-D window weights: linear ramps over the overlaps (flat at the scene's edges); neighbours sum to 1."""
-    weight = np.ones(window, dtype=np.float32)
+    weight = np.ones(length, dtype=np.float32)
     if overlap:
         ramp = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
         if not first:
             weight[:overlap] = ramp
         if not last:
-            weight[window - overlap:] = ramp[::-1]
+            weight[length - overlap:] = ramp[::-1]
     return weight
 
 
-def window_starts(size: int, window: int, overlap: int) -> list[int]:
-    """Start offsets covering `size` pixels; the last window may reach past the end."""
+def window_layout(size: int, window: int, overlap: int, multiple: int, fixed: bool) -> list[tuple[int, int]]:
+    """(start, length) of the windows covering `size` pixels: a fixed stride; the last window cut to
+    what is left, rounded up to `multiple` (kept whole when `fixed`)."""
     stride = window - overlap
     count = max(1, int(np.ceil((size - overlap) / stride)))
-    return [i * stride for i in range(count)]
+    starts = [i * stride for i in range(count)]
+    left = size - starts[-1]
+    last = window if fixed else min(window, int(np.ceil(left / multiple)) * multiple)
+    return [(s, window) for s in starts[:-1]] + [(starts[-1], last)]
 
 
 def check_window(window: int, overlap: int) -> None:
@@ -80,40 +97,41 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
     """Predict `scene` and yield finished strips of rows, top to bottom."""
     check_window(window, overlap)
     stride = window - overlap
-    ys = window_starts(scene.height, window, overlap)
-    xs = window_starts(scene.width, window, overlap)
-    padded_width = xs[-1] + window
+    fixed = wm.fixed_size is not None
+    ys = window_layout(scene.height, window, overlap, wm.edge_multiple, fixed)
+    xs = window_layout(scene.width, window, overlap, wm.edge_multiple, fixed)
+    width = xs[-1][0] + xs[-1][1]
     k = wm.num_classes
-    carry = np.zeros((k, overlap, padded_width), dtype=np.float32)  # rows shared with the next strip
+    carry = np.zeros((k, overlap, width), dtype=np.float32)  # rows shared with the next strip
     bar = None
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(ys) * len(xs), desc=scene.name, unit="win")
     try:
-        for j, y in enumerate(ys):
+        for j, (y, h) in enumerate(ys):
             last_row = j == len(ys) - 1
-            wy = crossfade(window, overlap, j == 0, last_row)
-            out_rows = window if last_row else stride
-            classes = np.full((out_rows, padded_width), NODATA, dtype=np.uint8)
-            confidence = np.full((out_rows, padded_width), NODATA, dtype=np.uint8)
-            pending = np.zeros((k, window, overlap), dtype=np.float32)  # columns shared with the next batch
-            for b in range(0, len(xs), batch):
-                idx = range(b, min(b + batch, len(xs)))
-                x0 = xs[idx[0]]
-                span = len(idx) * stride + overlap
-                image, valid = scene.read(y, x0, window, span)
-                probs = _forward(wm, image, [xs[i] - x0 for i in idx], window)
-                acc = np.zeros((k, window, span), dtype=np.float32)
+            wy = crossfade(h, overlap, j == 0, last_row)
+            out_rows = h if last_row else stride
+            classes = np.full((out_rows, width), NODATA, dtype=np.uint8)
+            confidence = np.full((out_rows, width), NODATA, dtype=np.uint8)
+            pending = np.zeros((k, h, overlap), dtype=np.float32)  # columns shared with the next batch
+            for idx in _batches(xs, batch):
+                x0 = xs[idx[0]][0]
+                span = xs[idx[-1]][0] + xs[idx[-1]][1] - x0
+                image, valid = scene.read(y, x0, h, span)
+                probs = _forward(wm, image, [(xs[i][0] - x0, xs[i][1]) for i in idx])
+                acc = np.zeros((k, h, span), dtype=np.float32)
                 acc[:, :, :overlap] = pending
                 for n, i in enumerate(idx):
-                    wx = crossfade(window, overlap, i == 0, i == len(xs) - 1)
-                    c = xs[i] - x0
-                    acc[:, :, c:c + window] += probs[n] * (wy[:, None] * wx[None, :])
+                    c, w = xs[i][0] - x0, xs[i][1]
+                    wx = crossfade(w, overlap, i == 0, i == len(xs) - 1)
+                    acc[:, :, c:c + w] += probs[n] * (wy[:, None] * wx[None, :])
                 done = span if idx[-1] == len(xs) - 1 else span - overlap
                 block = acc[:, :, :done]
                 if overlap:
                     block[:, :overlap] += carry[:, :, x0:x0 + done]
-                    carry[:, :, x0:x0 + done] = block[:, stride:]
+                    if not last_row:
+                        carry[:, :, x0:x0 + done] = block[:, stride:]
                 pending = acc[:, :, done:]
                 final = block[:, :out_rows]
                 best = final.argmax(axis=0)
@@ -124,28 +142,42 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
                 if bar is not None:
                     bar.update(len(idx))
             rows = min(out_rows, scene.height - y)
-            if rows > 0:
-                yield Strip(y, classes[:rows, :scene.width], confidence[:rows, :scene.width])
+            yield Strip(y, classes[:rows, :scene.width], confidence[:rows, :scene.width])
     finally:
         if bar is not None:
             bar.close()
 
 
-def _forward(wm: WindowModel, image: np.ndarray, offsets: list[int], window: int) -> np.ndarray:
-    """Class probabilities (n, K, window, window) for the windows at `offsets` of an image strip."""
+def _batches(xs: list[tuple[int, int]], batch: int) -> Iterator[list[int]]:
+    """Consecutive windows of one size, at most `batch` at a time."""
+    group: list[int] = []
+    for i, (_, length) in enumerate(xs):
+        if group and (len(group) == batch or xs[group[0]][1] != length):
+            yield group
+            group = []
+        group.append(i)
+    yield group
+
+
+def _forward(wm: WindowModel, image: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
+    """Class probabilities (n, K, h, w) of same-sized windows (offset, width) of an image strip."""
+    h, w = image.shape[1], windows[0][1]
     x = normalise(image, wm.mean, wm.std)
     x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # nodata -> the band mean
-    tiles = torch.from_numpy(np.stack([x[:, :, c:c + window] for c in offsets]))
-    tiles = resize_chips(tiles, wm.model_window, mask=False).to(wm.device)
+    tiles = torch.from_numpy(np.stack([x[:, :, c:c + w] for c, _ in windows]))
+    size = (wm.model_size(h), wm.model_size(w))
+    if size != (h, w):  # as training chips were resized: area to shrink, bilinear to grow
+        tiles = F.interpolate(tiles, size=size, mode="area") if size[0] < h and size[1] < w else \
+            F.interpolate(tiles, size=size, mode="bilinear", align_corners=False)
     with torch.inference_mode():
         try:
-            logits = wm.model(tiles)
+            logits = wm.model(tiles.to(wm.device))
         except RuntimeError as exc:
-            raise ModelError(f"model cannot run on {wm.model_window}-pixel windows "
+            raise ModelError(f"model cannot run on {size[0]}x{size[1]} windows "
                              f"({str(exc).splitlines()[0]}); try another --window") from exc
     probs = torch.softmax(logits[:, :wm.num_classes].float(), dim=1).cpu()
     if probs.ndim == 2:  # classifier: one label per window
         return probs.numpy()[:, :, None, None]
-    if probs.shape[-1] != window:
-        probs = F.interpolate(probs, size=(window, window), mode="bilinear", align_corners=False)
+    if probs.shape[-2:] != (h, w):
+        probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
     return probs.numpy()
