@@ -72,8 +72,8 @@ def test_gpkg_layers_and_tiny_region_warning(tmp_path):
     import geopandas as gpd
     import pyogrio
     root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2, 3))
-    sen12ms_patch(root, "ROIs1158_spring", 7, 1, np.random.default_rng(0), size=32)  # one chip only
-    out = run(root, tmp_path / "store")
+    sen12ms_patch(root, "ROIs1158_spring", 7, 1, np.random.default_rng(0))  # one patch = one chip only
+    out = run(root, tmp_path / "store", chip_size=64)
     assert sorted(name for name, _ in pyogrio.list_layers(out / "regions.gpkg")) == ["regions", "tiles"]
     regions = gpd.read_file(out / "regions.gpkg", layer="regions")
     tiles = gpd.read_file(out / "regions.gpkg", layer="tiles")
@@ -83,7 +83,7 @@ def test_gpkg_layers_and_tiny_region_warning(tmp_path):
     chips = pd.read_csv(out / "chips.csv")
     assert list(tiles["tile"]) == list(chips["tile"])
     row = regions.set_index("region").loc["ROIs1158_spring_1"]
-    assert sum(json.loads(row["class_counts"]).values()) == row["n_chips"] == 8
+    assert sum(json.loads(row["class_counts"]).values()) == row["n_chips"] == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["small_regions"] == 1
     assert manifest["warnings"] == ["region ROIs1158_spring_7: too few samples for any task (1 chips, "

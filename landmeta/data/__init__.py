@@ -2,7 +2,7 @@
 
 The readers share one small interface, defined here: `scan(root, options, skips) -> Scan` finds
 the tiles (headers only, so the store can be sized before any pixel is read) and
-`Scan.load(ref) -> Tile` reads one tile's pixels. `landmeta.data.preprocess` cuts tiles into chips.
+`Scan.load(ref) -> Tile` reads one tile's pixels and georeference. `landmeta.data.preprocess` cuts tiles into chips.
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from landmeta.errors import DataError
 
 @dataclass
 class TileRef:
-    """One input tile (a SEN12MS patch, a DeepGlobe image, a file of a folder), before reading."""
+    """One input tile (a SEN12MS patch, a DeepGlobe image, a file of a folder), before reading.
+
+    `height` and `width` come from the headers (SEN12MS: the first patch's, checked on load).
+    """
 
     tile: str  # id of the tile; chips cut from it share it as `parent`
     region: str
@@ -28,9 +31,6 @@ class TileRef:
     season: str = ""
     label: int = -1  # tile-level class (folder classification), -1 = from the mask
     paths: dict[str, Path] = field(default_factory=dict)  # reader-specific inputs
-    crs: Any = None  # rasterio CRS of the tile's grid, None without georeference
-    transform: Any = None  # affine geotransform of the tile's grid
-    nodata: float | None = None  # the file's nodata value, if it declares one
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Tile:
     image: np.ndarray
     mask: np.ndarray
     nodata: np.ndarray | None = None  # (H, W) bool: pixels without data (besides NaN)
+    crs: Any = None  # rasterio CRS of the tile's grid, None without georeference
+    transform: Any = None  # affine geotransform of the tile's grid
 
 
 @dataclass
@@ -69,7 +71,7 @@ class Skips:
         self.items.append({"file": str(file), "reason": reason})
 
     def add_error(self, file: str | Path, exc: DataError) -> None:
-        """Record a DataError whose message starts with the file name."""
+        """Record a DataError against `file` (its message names the file at fault)."""
         self.add(file, str(exc).removeprefix(f"{file}: "))
 
     def __len__(self) -> int:

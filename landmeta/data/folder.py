@@ -63,11 +63,11 @@ def _header(path: Path, skips: Skips) -> dict | None:
             files = band_files(path)
             finest = min(files, key=lambda b: abs(read_header(files[b])["transform"].a))
             head = read_header(files[finest])
-            head.update(bands=sorted(files, key=_band_order), nodata=None)
+            head.update(bands=sorted(files, key=_band_order))
         elif path.suffix.lower() in GEOTIFF:
             head = read_header(path)
             names = [d or f"b{i + 1}" for i, d in enumerate(head["descriptions"])]
-            head.update(bands=names, nodata=_nodata(path))
+            head.update(bands=names)
         else:
             with Image.open(path) as img:
                 width, height = img.size
@@ -85,12 +85,6 @@ def _header(path: Path, skips: Skips) -> dict | None:
 def _band_order(name: str) -> tuple[int, str]:
     digits = name[1:3]
     return (int(digits) if digits.isdigit() else 8, name)  # B8A sorts after B08
-
-
-def _nodata(path: Path) -> float | None:
-    import rasterio
-    with rasterio.open(path) as src:
-        return src.nodata
 
 
 def scan(root: Path, options: Any, skips: Skips) -> Scan:
@@ -142,8 +136,7 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
         rel = path.relative_to(root)
         tiles.append(TileRef(tile="/".join(rel.with_suffix("").parts) if path.is_file() else "/".join(rel.parts),
                              region=region, source=str(path), height=head["height"], width=head["width"],
-                             label=label, crs=head["crs"], transform=head["transform"], nodata=head["nodata"],
-                             paths={"image": path, **({"mask": mask} if mask else {})}))
+                             label=label, paths={"image": path, **({"mask": mask} if mask else {})}))
     if not tiles:
         raise DataError(f"{root}: no readable tiles (see the skipped inputs)")
     chip = options.chip_size or min(tiles[0].height, tiles[0].width) // options.downsample
@@ -182,10 +175,10 @@ def _palette(i: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def _read_pixels(path: Path, bands: list[str]) -> np.ndarray:
-    """Raw pixels (C, H, W) of a tile input, in its dtype."""
+def _read_pixels(path: Path, bands: list[str]) -> tuple[np.ndarray, dict | None]:
+    """Raw pixels (C, H, W) of a tile input in its dtype, and its raster header (None for PNG/JPEG)."""
     if path.is_dir():
-        return stack_bands(band_files(path), bands)[0]
+        return stack_bands(band_files(path), bands)
     if path.suffix.lower() in GEOTIFF:
         return read_raster(path)
     try:
@@ -193,28 +186,33 @@ def _read_pixels(path: Path, bands: list[str]) -> np.ndarray:
             arr = np.asarray(img.convert("L" if bands == ["gray"] else "RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot decode image ({str(exc) or exc.__class__.__name__})") from exc
-    return arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
+    return (arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)), None
 
 
 def load(ref: TileRef, bands: list[str], indexes: list[int], mapped: int,
          colours: dict[tuple[int, int, int], int], segmentation: bool) -> Tile:
     """Pixels of one tile in physical units; its mask (all ignore for classification tiles)."""
-    raw = _read_pixels(ref.paths["image"], bands)
-    nodata = (raw == ref.nodata).all(axis=0) if ref.nodata is not None else None
+    raw, head = _read_pixels(ref.paths["image"], bands)
+    head = head or {"nodata": None, "crs": None, "transform": None}
+    if raw.shape[1:] != (ref.height, ref.width):
+        raise DataError(f"{ref.paths['image']}: pixels are {raw.shape[2]}x{raw.shape[1]}, header said "
+                        f"{ref.width}x{ref.height}")
+    nodata = (raw == head["nodata"]).all(axis=0) if head["nodata"] is not None else None
     image = to_physical(raw[indexes])
+    geo = {"crs": head["crs"], "transform": head["transform"]}
     if not segmentation:
-        return Tile(image=image, mask=np.full(image.shape[1:], 255, dtype=np.uint8), nodata=nodata)
+        return Tile(image=image, mask=np.full(image.shape[1:], 255, dtype=np.uint8), nodata=nodata, **geo)
     mask = _read_mask(ref.paths["mask"], mapped, colours)
     if mask.shape != image.shape[1:]:
         raise DataError(f"{ref.paths['mask']}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                         f"image is {image.shape[2]}x{image.shape[1]}")
-    return Tile(image=image, mask=mask, nodata=nodata)
+    return Tile(image=image, mask=mask, nodata=nodata, **geo)
 
 
 def _read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int]) -> np.ndarray:
     """Class ids (H, W) uint8 from a mask of ids or (with a coloured class map) of RGB colours."""
     if colours:
-        rgb = np.moveaxis(_read_pixels(path, ["red", "green", "blue"]), 0, -1)[..., :3].astype(np.int64)
+        rgb = np.moveaxis(_read_pixels(path, ["red", "green", "blue"])[0], 0, -1)[..., :3].astype(np.int64)
         code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
         out = np.full(code.shape, 255, dtype=np.uint8)
         known = np.zeros(code.shape, dtype=bool)
@@ -236,7 +234,7 @@ def _read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int]
 def _read_ids(path: Path) -> np.ndarray:
     """A single-band mask of class ids (GeoTIFF band 1, or a grey/palette PNG) without conversion."""
     if path.suffix.lower() in GEOTIFF:
-        return read_raster(path, [1])[0]
+        return read_raster(path, [1])[0][0]
     try:
         with Image.open(path) as img:
             ids = np.asarray(img)

@@ -25,20 +25,30 @@ def _to_wgs84(crs_wkt: str) -> Transformer:
     return Transformer.from_crs(crs_wkt, "EPSG:4326", always_xy=True)
 
 
-def footprint(crs: rasterio.crs.CRS | None, transform: Affine, height: int, width: int,
-              row: int = 0, col: int = 0, densify: int = 4) -> Polygon | None:
-    """The outline of pixel window (row, col, height, width) as a lon/lat polygon; None without a CRS."""
+def footprints(crs: rasterio.crs.CRS | None, transform: Affine,
+               windows: list[tuple[int, int, int, int]], densify: int = 4) -> list[Polygon | None]:
+    """Outlines of pixel windows (row, col, height, width) as lon/lat polygons, in one reprojection.
+
+    Each edge is densified with `densify` points so that curved outlines stay close; all None
+    without a CRS.
+    """
     if crs is None:
-        return None
+        return [None] * len(windows)
     steps = np.linspace(0.0, 1.0, densify + 1)[:-1]
-    cols = np.concatenate([col + steps * width, np.full(densify, col + width),
-                           col + (1 - steps) * width, np.full(densify, col)])
-    rows = np.concatenate([np.full(densify, row), row + steps * height,
-                           np.full(densify, row + height), row + (1 - steps) * height])
+    rings = []
+    for row, col, height, width in windows:
+        cols = np.concatenate([col + steps * width, np.full(densify, col + width),
+                               col + (1 - steps) * width, np.full(densify, col)])
+        rows = np.concatenate([np.full(densify, row), row + steps * height,
+                               np.full(densify, row + height), row + (1 - steps) * height])
+        rings.append((cols, rows))
+    cols, rows = np.concatenate([r[0] for r in rings]), np.concatenate([r[1] for r in rings])
     t = transform
     xs, ys = t.c + t.a * cols + t.b * rows, t.f + t.d * cols + t.e * rows
     lon, lat = _to_wgs84(crs.to_wkt()).transform(xs, ys)
-    return Polygon(np.column_stack([lon, lat]))
+    ring = 4 * densify
+    return [Polygon(np.column_stack([lon[k * ring:(k + 1) * ring], lat[k * ring:(k + 1) * ring]]))
+            for k in range(len(windows))]
 
 
 def to_physical(raw: np.ndarray) -> np.ndarray:
@@ -54,25 +64,29 @@ def to_physical(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def _header(src: rasterio.io.DatasetReader) -> dict:
+    return {"count": src.count, "height": src.height, "width": src.width, "crs": src.crs,
+            "transform": src.transform, "dtype": src.dtypes[0], "nodata": src.nodata,
+            "descriptions": list(src.descriptions)}
+
+
 def read_header(path: Path) -> dict:
-    """count, height, width, crs, transform, dtype of a raster, or DataError naming the file."""
+    """count, height, width, crs, transform, dtype, nodata, band descriptions of a raster."""
     try:
         with rasterio.open(path) as src:
-            return {"count": src.count, "height": src.height, "width": src.width,
-                    "crs": src.crs, "transform": src.transform, "dtype": src.dtypes[0],
-                    "descriptions": list(src.descriptions)}
+            return _header(src)
     except (RasterioError, OSError) as exc:
         raise DataError(f"{path}: cannot open as a raster ({_short(exc)})") from exc
 
 
 def read_raster(path: Path, indexes: list[int] | None = None,
-                out_shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Pixels (bands, H, W) in the file's dtype; DataError naming the file if it is corrupt."""
+                out_shape: tuple[int, int] | None = None) -> tuple[np.ndarray, dict]:
+    """Pixels (bands, H, W) in the file's dtype and its header; DataError naming a corrupt file."""
     try:
         with rasterio.open(path) as src:
             idx = indexes or list(range(1, src.count + 1))
             shape = None if out_shape is None else (len(idx), *out_shape)
-            return src.read(idx, out_shape=shape, resampling=Resampling.bilinear)
+            return src.read(idx, out_shape=shape, resampling=Resampling.bilinear), _header(src)
     except (RasterioError, OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot read pixels, truncated or corrupt ({_short(exc)})") from exc
 
@@ -104,7 +118,7 @@ def stack_bands(files: dict[str, Path], bands: list[str]) -> tuple[np.ndarray, d
             raise DataError(f"{files[band]}: grid (CRS or extent) differs from {files[ref_band].name}")
     out = np.empty((len(bands), ref["height"], ref["width"]), dtype=ref["dtype"])
     for i, band in enumerate(bands):
-        out[i] = read_raster(files[band], [1], (ref["height"], ref["width"]))[0]
+        out[i] = read_raster(files[band], [1], (ref["height"], ref["width"]))[0][0]
     return out, ref
 
 

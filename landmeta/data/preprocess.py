@@ -22,7 +22,7 @@ import numpy as np
 from landmeta.classes import IGNORE_INDEX
 from landmeta.data import Scan, Skips, TileRef
 from landmeta.data import deepglobe, folder, sen12ms
-from landmeta.data.geo import footprint
+from landmeta.data.geo import footprints
 from landmeta.data.regions import (assign_splits, cluster_regions, clustered_split, image_features,
                                    plot_clusters, random_split)
 from landmeta.errors import ConfigError, DataError
@@ -30,6 +30,7 @@ from landmeta.io import atomic_dir, atomic_write_json, check_output_dir, provena
 
 SOURCES = {"sen12ms": sen12ms.scan, "deepglobe": deepglobe.scan, "folder": folder.scan}
 TILE_BATCH = 4096  # rows of the `tiles` layer written at a time
+FLOAT16_MAX = float(np.finfo(np.float16).max)
 COPY_BYTES = 1 << 24  # bytes copied at a time when dropping unused rows
 # The smallest tasks there are: 2-way 1-shot 1-query (2 classes with 2 chips each), or one support
 # and one query tile. A region below both is kept but reported.
@@ -130,7 +131,7 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                 skips.add_error(ref.source, exc)
                 continue
             image, mask = tile.image, tile.mask
-            bad = ~np.isfinite(image).all(axis=0)
+            bad = ~np.isfinite(image.sum(axis=0))  # a NaN or inf in any band
             if tile.nodata is not None:
                 bad |= tile.nodata
             if bad.any():
@@ -139,25 +140,33 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                 mask[bad] = IGNORE_INDEX
                 counts["nodata_pixels"] += int(bad.sum())
                 counts["nodata_tiles"] += 1
+            if np.abs(image).max() > FLOAT16_MAX:
+                skips.add(ref.source, f"values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
+                continue
             if factor > 1:
                 image, mask = _downsample(image, mask, factor)
             info = regions.setdefault(ref.region, _Region(season=ref.season))
             if source == "deepglobe":
                 info.features = image_features(image, mask, len(scan.class_names))
-            fp = footprint(ref.crs, ref.transform, ref.height, ref.width)
-            if fp is not None:
-                info.footprints.append(fp)
+            step = size * factor
+            windows = [(0, 0, ref.height, ref.width)] + [(i * step, j * step, step, step)
+                                                        for i in range(rows) for j in range(cols)]
+            outline, *chip_outlines = footprints(tile.crs, tile.transform, windows)
+            if outline is not None:
+                info.footprints.append(outline)
+            covered = np.ascontiguousarray(image[:, :rows * size, :cols * size])
+            flat = covered.reshape(len(covered), -1)
+            info.sums += flat.sum(axis=1, dtype=np.float64)
+            info.squares += np.einsum("ij,ij->i", flat, flat).astype(np.float64)
+            stored = covered.astype(np.float16)
             for i in range(rows):
                 for j in range(cols):
                     window = np.s_[i * size:(i + 1) * size, j * size:(j + 1) * size]
                     chip_mask = mask[window]
                     hist = np.bincount(chip_mask.ravel(), minlength=256)[:IGNORE_INDEX]
                     label = ref.label if ref.label >= 0 else (int(hist.argmax()) if hist.any() else -1)
-                    chip = image[(slice(None), *window)].astype(np.float16).astype(np.float32)  # as stored
-                    images.write(n, chip)
+                    images.write(n, stored[(slice(None), *window)])
                     masks.write(n, chip_mask)
-                    info.sums += chip.sum(axis=(1, 2), dtype=np.float64)
-                    info.squares += np.square(chip).sum(axis=(1, 2), dtype=np.float64)
                     name = f"{ref.tile}_r{i}c{j}" if rows * cols > 1 else ref.tile
                     parent = name if scan.parent_is_chip else ref.tile
                     writer.writerow([n, name, ref.region, parent, label, ref.source])
@@ -165,8 +174,7 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                         "tile": name, "region": ref.region, "label": label,
                         "class_hist": json.dumps({int(k): int(hist[k]) for k in np.flatnonzero(hist)}),
                         "source": ref.source,
-                        "geometry": footprint(ref.crs, ref.transform, size * factor, size * factor,
-                                              row=i * size * factor, col=j * size * factor),
+                        "geometry": chip_outlines[i * cols + j],
                     })
                     info.n_chips += 1
                     info.labels[label] += 1

@@ -38,7 +38,10 @@ def parse_bands(bands: list[str] | None) -> list[str]:
 
 
 def scan(root: Path, options: Any, skips: Skips) -> Scan:
-    """Find every patch; check headers (band counts, matching grids, missing files)."""
+    """Pair s1/s2/lc files by name; the first complete patch's header gives the patch size.
+
+    Band counts and matching grids are checked as each patch is read (one open per file).
+    """
     bands = parse_bands(options.bands)
     needed = [k for k, names in (("s1", S1_BANDS), ("s2", S2_BANDS)) if set(bands) & set(names)] + ["lc"]
     seasons = sorted(p for p in root.iterdir() if p.is_dir() and SEASON_DIR.match(p.name)) if root.is_dir() else []
@@ -52,46 +55,27 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
                 key = (season.name, int(match.group(3)), int(match.group(4)))
                 found.setdefault(key, {})[match.group(2)] = path
     tiles = []
+    size: tuple[int, int] | None = None
     for (season, scene, patch), paths in sorted(found.items()):
-        ref = _check_patch(season, scene, patch, paths, needed, skips)
-        if ref is not None:
-            tiles.append(ref)
+        main = paths.get("s2") or paths.get("s1") or paths["lc"]
+        missing = [k for k in needed if k not in paths]
+        if missing:
+            skips.add(main, f"patch has no {' / '.join(missing)} file")
+            continue
+        if size is None:
+            try:
+                head = read_header(paths["lc"])
+            except DataError as exc:
+                skips.add_error(paths["lc"], exc)
+                continue
+            size = (head["height"], head["width"])
+        region = f"{season}_{scene}"
+        tiles.append(TileRef(tile=f"{region}_p{patch}", region=region, source=str(main), height=size[0],
+                             width=size[1], season=season.split("_", 1)[1], paths={k: paths[k] for k in needed}))
     chip = options.chip_size or DEFAULT_CHIP
     return Scan(bands=bands, class_names=list(SIMPLIFIED_CLASSES), class_colors=list(SIMPLIFIED_COLORS),
                 kinds=["classification", "segmentation"], tiles=tiles, chip_size=chip,
                 load=lambda ref: load(ref, bands))
-
-
-def _check_patch(season: str, scene: int, patch: int, paths: dict[str, Path], needed: list[str],
-                 skips: Skips) -> TileRef | None:
-    main = paths.get("s2") or paths.get("s1") or paths["lc"]
-    missing = [k for k in needed if k not in paths]
-    if missing:
-        skips.add(main, f"patch has no {' / '.join(missing)} file")
-        return None
-    headers = {}
-    for kind in needed:
-        try:
-            headers[kind] = read_header(paths[kind])
-        except DataError as exc:
-            skips.add_error(paths[kind], exc)
-            return None
-        if headers[kind]["count"] != EXPECTED_COUNT[kind]:
-            skips.add(paths[kind], f"{kind.upper()} file has {headers[kind]['count']} bands, "
-                                   f"expected {EXPECTED_COUNT[kind]}")
-            return None
-    ref = headers["lc"]
-    for kind in needed:
-        head = headers[kind]
-        if (head["height"], head["width"]) != (ref["height"], ref["width"]) or head["crs"] != ref["crs"] \
-                or not head["transform"].almost_equals(ref["transform"], precision=1e-3):
-            skips.add(paths[kind], f"grid ({head['width']}x{head['height']}, {head['crs']}) disagrees with "
-                                   f"{paths['lc'].name} ({ref['width']}x{ref['height']}, {ref['crs']})")
-            return None
-    region = f"{season}_{scene}"
-    return TileRef(tile=f"{region}_p{patch}", region=region, source=str(main), height=ref["height"],
-                   width=ref["width"], season=season.split("_", 1)[1], paths={k: paths[k] for k in needed},
-                   crs=ref["crs"], transform=ref["transform"])
 
 
 _IGBP = igbp_lookup()
@@ -100,25 +84,37 @@ _IGBP = igbp_lookup()
 def load(ref: TileRef, bands: list[str]) -> Tile:
     """Pixels of one patch: S1 in dB, S2 reflectance (DN / 10000), simplified-class mask.
 
-    Nodata: S2 pixels that are zero in every band and S1 pixels that are not finite.
+    Raises DataError for a wrong band count or s1/s2/lc grids that disagree. Nodata: S2 pixels
+    that are zero in every band and S1 pixels that are not finite.
     """
-    h, w = ref.height, ref.width
-    image = np.empty((len(bands), h, w), dtype=np.float32)
-    nodata = np.zeros((h, w), dtype=bool)
+    igbp, lc = read_raster(ref.paths["lc"])
+    _check(ref.paths["lc"], "lc", lc, ref, lc)
+    image = np.empty((len(bands), ref.height, ref.width), dtype=np.float32)
+    nodata = np.zeros((ref.height, ref.width), dtype=bool)
     for kind, names in (("s1", S1_BANDS), ("s2", S2_BANDS)):
-        chosen = [b for b in bands if b in names]
-        if not chosen:
+        if kind not in ref.paths:
             continue
-        raw = read_raster(ref.paths[kind])
+        raw, head = read_raster(ref.paths[kind])
+        _check(ref.paths[kind], kind, head, ref, lc)
         if kind == "s2":
-            nodata |= (raw == 0).all(axis=0)
-            values = raw.astype(np.float32) / 10000.0
-        else:
-            values = raw.astype(np.float32)
-            nodata |= ~np.isfinite(values).all(axis=0)
-        for b in chosen:
-            image[bands.index(b)] = values[names.index(b)]
-    igbp = read_raster(ref.paths["lc"], [1])[0]
-    mask = _IGBP[np.clip(igbp, 0, 255).astype(np.uint8)]
-    mask[(igbp < 0) | (igbp > 255)] = 255
-    return Tile(image=image, mask=mask, nodata=nodata)
+            nodata |= ~raw.any(axis=0)
+        for i, b in enumerate(bands):
+            if b in names:
+                np.multiply(raw[names.index(b)], np.float32(1e-4 if kind == "s2" else 1.0), out=image[i])
+        if kind == "s1":
+            nodata |= ~np.isfinite(raw).all(axis=0)
+    mask = _IGBP[np.clip(igbp[0], 0, 255)]
+    mask[igbp[0] > 255] = 255
+    return Tile(image=image, mask=mask, nodata=nodata, crs=lc["crs"], transform=lc["transform"])
+
+
+def _check(path: Path, kind: str, head: dict, ref: TileRef, lc: dict) -> None:
+    if head["count"] != EXPECTED_COUNT[kind]:
+        raise DataError(f"{path}: {kind.upper()} file has {head['count']} bands, expected {EXPECTED_COUNT[kind]}")
+    if (head["height"], head["width"]) != (ref.height, ref.width):
+        raise DataError(f"{path}: patch is {head['width']}x{head['height']}, the first patch is "
+                        f"{ref.width}x{ref.height}")
+    if head["crs"] != lc["crs"] or not head["transform"].almost_equals(lc["transform"], precision=1e-3):
+        raise DataError(f"{path}: grid ({head['crs']}, origin {head['transform'].c:.1f}, {head['transform'].f:.1f}) "
+                        f"disagrees with the lc file's ({lc['crs']}, origin {lc['transform'].c:.1f}, "
+                        f"{lc['transform'].f:.1f})")
