@@ -1,8 +1,4 @@
-"""From chip indices to model-ready tensors: band selection, normalisation, resizing, augmentation.
-
-Normalisation uses the store's statistics, computed on meta-train regions only; `normalise` is the one
-function for it, reused at prediction time with the statistics a checkpoint carries.
-"""
+"""From chip indices to model-ready tensors: band selection, normalisation, resizing, augmentation."""
 
 from __future__ import annotations
 
@@ -20,7 +16,11 @@ from landmeta.errors import StoreError, TaskError
 
 
 def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """(…, C, H, W) physical values -> (x - mean) / std per band, float32; a band with std 0 is only centred."""
+    """(…, C, H, W) physical values -> (x - mean) / std per band, float32; a band with std 0 is only centred.
+
+    The one normalisation of the project: BatchMaker applies it with the store's train-region statistics,
+    prediction with the statistics a checkpoint carries.
+    """
     mean = np.asarray(mean, dtype=np.float32)[:, None, None]
     std = np.asarray(std, dtype=np.float32)
     std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
@@ -145,5 +145,6 @@ def _resize(t: Tensor, size: int, mask: bool) -> Tensor:
         return t
     if mask:
         return F.interpolate(t, size=(size, size), mode="nearest-exact")
-    mode = "area" if size < t.shape[-1] else "bilinear"
-    return F.interpolate(t, size=(size, size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+    if size < t.shape[-1]:
+        return F.interpolate(t, size=(size, size), mode="area")
+    return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)
