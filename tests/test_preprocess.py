@@ -117,3 +117,20 @@ def test_cli_summary_and_one_line_errors(raw, tmp_path, capsys):
         assert not (tmp_path / "t").exists()
     finally:
         (tmp_path / "moved.tif").rename(raw / "ROIs1158_spring/lc_2/ROIs1158_spring_lc_2_p2.tif")
+
+
+@pytest.mark.slow
+def test_generated_datasets_preprocess_and_inspect_end_to_end(synth_tiny, tmp_path, capsys):
+    """As a new user would: preprocess the generated SEN12MS and DeepGlobe layouts, then inspect."""
+    assert main(["preprocess", "sen12ms", "--root", str(synth_tiny / "sen12ms"), "--out", str(tmp_path / "s"),
+                 "--no-progress"]) == 0
+    assert main(["preprocess", "deepglobe", "--root", str(synth_tiny / "deepglobe"), "--out", str(tmp_path / "d"),
+                 "--split", "clustered", "--clusters", "4", "--no-progress"]) == 0
+    for name in ("s", "d"):
+        assert main(["inspect", str(tmp_path / name)]) == 0
+    out = capsys.readouterr().out
+    sen, dg = ChipStore.open(tmp_path / "s"), ChipStore.open(tmp_path / "d")
+    assert sen.chip_size == 128 and len(sen.bands) == 15 and sen.chips.groupby("parent").size().eq(4).all()
+    assert all(sen.regions_in(split) for split in ("train", "val", "test"))
+    assert dg.regions.groupby("cluster")["split"].nunique().eq(1).all() and (dg.path / "clusters.png").exists()
+    assert (tmp_path / "s" / "regions_map.png").exists() and "no region has a location" in out
