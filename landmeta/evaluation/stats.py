@@ -7,6 +7,8 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 Z95 = 1.96
+TEST_COLUMNS = ["reference", "method", "shots", "metric", "n", "mean_diff", "diff_low", "diff_high",
+                "wilcoxon_p", "bootstrap_p"]
 
 
 def mean_ci(values) -> tuple[float, float, int]:
@@ -65,6 +67,8 @@ def paired_tests(results: pd.DataFrame, reference: str, metrics: list[str] | tup
     ref = results[results["method"] == reference]
     for (method, shots), group in results[results["method"] != reference].groupby(["method", "shots"], sort=True):
         pair = ref[ref["shots"] == shots].merge(group, on="task", suffixes=("_ref", "_other"))
+        if pair.empty:
+            continue
         for metric in metrics:
             a = pair[f"{metric}_ref"].to_numpy(np.float64)
             b = pair[f"{metric}_other"].to_numpy(np.float64)
@@ -74,5 +78,4 @@ def paired_tests(results: pd.DataFrame, reference: str, metrics: list[str] | tup
                          "n": int(keep.sum()), "mean_diff": diff, "diff_low": low, "diff_high": high,
                          "wilcoxon_p": wilcoxon_p(a[keep], b[keep]) if keep.any() else float("nan"),
                          "bootstrap_p": p_boot})
-    return pd.DataFrame(rows, columns=["reference", "method", "shots", "metric", "n", "mean_diff",
-                                       "diff_low", "diff_high", "wilcoxon_p", "bootstrap_p"])
+    return pd.DataFrame(rows, columns=TEST_COLUMNS)

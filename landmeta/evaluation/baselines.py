@@ -1,0 +1,87 @@
+"""Baselines beyond the paper: a random forest on band values and nearest-class-prototype classifiers
+on a network's features. Each is fitted on one task's support set and predicts its query set."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.ensemble import RandomForestClassifier
+from torch import nn
+
+from landmeta.errors import ModelError
+
+HEAD_MODULES = ("head", "segmentation_head")
+
+
+def chip_statistics(images: np.ndarray) -> np.ndarray:
+    """(n, C, H, W) -> (n, 2C): per-band mean and standard deviation of each chip."""
+    flat = images.reshape(images.shape[0], images.shape[1], -1)
+    return np.concatenate([flat.mean(-1), flat.std(-1)], axis=1)
+
+
+def random_forest(kind: str, x_support: np.ndarray, y_support: np.ndarray, x_query: np.ndarray,
+                  seed: int = 0, trees: int = 100, max_pixels: int = 20000, ignore_index: int = 255) -> np.ndarray:
+    """Fit a random forest on the support set and predict the query set.
+
+    Classification: one sample per chip, features = per-band mean and std; returns (n_query,) labels.
+    Segmentation: one sample per labelled support pixel (at most `max_pixels`, drawn at random),
+    features = band values; returns (n_query, H, W) class ids.
+    """
+    rng = np.random.default_rng(seed)
+    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1)
+    if kind == "classification":
+        forest.fit(chip_statistics(x_support), y_support)
+        return forest.predict(chip_statistics(x_query))
+    bands = x_support.shape[1]
+    pixels = x_support.transpose(0, 2, 3, 1).reshape(-1, bands)
+    labels = y_support.reshape(-1)
+    keep = np.flatnonzero(labels != ignore_index)
+    if keep.size == 0:
+        raise ModelError("random forest: the support masks have no labelled pixel")
+    if keep.size > max_pixels:
+        keep = np.sort(rng.choice(keep, max_pixels, replace=False))
+    forest.fit(pixels[keep], labels[keep])
+    n, _, h, w = x_query.shape
+    return forest.predict(x_query.transpose(0, 2, 3, 1).reshape(-1, bands)).reshape(n, h, w)
+
+
+def head_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The features a model's head receives: (n, D) for a classifier with `head` (its linear layer's
+    input), (n, D, H, W) for a U-Net (the decoder output fed to `segmentation_head`)."""
+    head = next((getattr(model, name) for name in HEAD_MODULES if hasattr(model, name)), None)
+    if head is None:
+        raise ModelError(f"{type(model).__name__}: no `head` or `segmentation_head` to take features from")
+    captured: list[torch.Tensor] = []
+    hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        hook.remove()
+    return captured[0]
+
+
+def nearest_prototype(support: torch.Tensor, y_support: torch.Tensor, query: torch.Tensor,
+                      ignore_index: int = 255) -> torch.Tensor:
+    """Label each query feature vector with the class whose mean support feature is nearest (Euclidean).
+
+    Classification: support (n, D), query (m, D), labels (n,). Segmentation: per-pixel prototypes from
+    support (n, D, H, W) and masks (n, H, W), ignoring `ignore_index`; query (m, D, H, W) -> (m, H, W).
+    """
+    if support.ndim == 4:
+        d = support.shape[1]
+        feats = support.permute(0, 2, 3, 1).reshape(-1, d)
+        labels = y_support.reshape(-1)
+        keep = labels != ignore_index
+        feats, labels = feats[keep], labels[keep]
+        m, _, h, w = query.shape
+        flat_query = query.permute(0, 2, 3, 1).reshape(-1, d)
+    else:
+        feats, labels, flat_query = support, y_support, query
+    classes = torch.unique(labels)
+    if classes.numel() == 0:
+        raise ModelError("prototypes: the support set has no labelled sample")
+    protos = torch.stack([feats[labels == c].mean(0) for c in classes])
+    nearest = torch.cdist(flat_query.double(), protos.double()).argmin(1)
+    pred = classes[nearest]
+    return pred.reshape(m, h, w) if support.ndim == 4 else pred

@@ -1,0 +1,435 @@
+"""The held-out-region protocol: every method scored on the same saved tasks, per shot count.
+
+Methods: each MAML-family checkpoint adapted with its own inner loop; pretrain-then-finetune and
+random init, fine-tuned with steps, learning rate and layers chosen on meta-val tasks (never test);
+a random forest on band values; nearest-class prototypes on each checkpoint's features; and 0-shot
+prediction where a network's head covers the store's classes.
+
+Label spaces: classification predicts the task's N local classes; segmentation networks predict
+the argmax over the task's classes (`Task.classes`), the random forest and the prototypes the
+classes of the support set.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import multiprocessing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from landmeta.config import Config, config_from_dict, config_to_dict
+from landmeta.data.store import ChipStore
+from landmeta.data.tasks import Task, load_or_create_tasks, task_file
+from landmeta.data.transforms import BatchMaker
+from landmeta.errors import CheckpointError, DataError, TaskError
+from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
+from landmeta.evaluation.metrics import metric_names, task_metrics
+from landmeta.evaluation.results import (ResultsLog, read_meta, read_results_csv, write_examples, write_meta,
+                                         write_summaries)
+from landmeta.io import provenance
+from landmeta.meta.adapt import adapt, reestimate_norm_stats
+from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
+from landmeta.meta.maml import MAML_METHODS
+from landmeta.models import build_model, head_names
+
+CHECKPOINT_NAMES = ("best.pt", "final.pt", "last.pt")
+RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("RED", "GREEN", "BLUE"))
+
+
+@dataclass
+class Method:
+    """One evaluated method: its family (maml, pretrain, random, rf, proto) and, for networks, a model."""
+
+    name: str
+    family: str
+    ckpt: dict[str, Any] | None = None
+    model: nn.Module | None = None
+    zero_shot: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or the checkpoint of a run folder (best.pt, final.pt or last.pt, also under
+    checkpoints/); CheckpointError naming the path otherwise."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no checkpoint or run folder here")
+    for folder in (path, path / "checkpoints"):
+        for name in CHECKPOINT_NAMES:
+            if (folder / name).is_file():
+                return folder / name
+    found = sorted(path.glob("*.pt")) + sorted(path.glob("checkpoints/*.pt"))
+    if len(found) == 1:
+        return found[0]
+    raise CheckpointError(f"{path}: run folder without a checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
+
+
+def rgb_indices(bands: list[str]) -> list[int]:
+    """Band positions shown as red, green, blue; the first band three times if no RGB bands are named."""
+    upper = [b.upper() for b in bands]
+    for names in RGB_CANDIDATES:
+        if all(n in upper for n in names):
+            return [upper.index(n) for n in names]
+    return [0, 0, 0]
+
+
+def to_rgb(images: np.ndarray, bands: list[str]) -> np.ndarray:
+    """(n, C, H, W) physical values -> (n, H, W, 3) uint8, 2–98 percentile stretch per channel."""
+    rgb = images[:, rgb_indices(bands)].transpose(0, 2, 3, 1).astype(np.float64)
+    low = np.percentile(rgb, 2, axis=(0, 1, 2))
+    high = np.percentile(rgb, 98, axis=(0, 1, 2))
+    return (np.clip((rgb - low) / np.maximum(high - low, 1e-12), 0, 1) * 255).astype(np.uint8)
+
+
+@dataclass
+class EvalSetup:
+    """Everything a worker needs to rebuild the methods, picklable (paths and plain values)."""
+
+    store: str
+    split: str
+    kind: str
+    checkpoints: list[str]
+    config: dict[str, Any]
+    seed: int
+    tuned: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Methods and data of one evaluation, built from an `EvalSetup` (once per worker process)."""
+
+    def __init__(self, setup: EvalSetup) -> None:
+        self.setup = setup
+        self.config = config_from_dict(setup.config, source="evaluation config")
+        self.store = ChipStore.open(setup.store)
+        self.kind = setup.kind
+        self.methods = load_methods(setup.checkpoints, self.store, self.kind, setup.seed)
+        first = next(m.ckpt for m in self.methods if m.ckpt is not None)
+        self.batches = BatchMaker(self.store, bands=list(first["bands"]), chip_size=int(first["chip_size"]))
+        self.batches.mean = np.asarray(first["norm"]["mean"], dtype=np.float32)
+        self.batches.std = np.asarray(first["norm"]["std"], dtype=np.float32)
+
+    def tensors(self, task: Task) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        t = self.batches.task_tensors(task)
+        return t.x_support, t.y_support, t.x_query, t.y_query
+
+    def predict(self, method: Method, task: Task, xs: Tensor, ys: Tensor, xq: Tensor, seed: int,
+                hp: dict[str, Any] | None = None) -> np.ndarray:
+        """Query predictions of one method after fitting on the support set (empty support: 0-shot)."""
+        cfg = self.config.eval
+        classes = list(task.classes)
+        if method.family == "rf":
+            return random_forest(self.kind, xs.numpy(), ys.numpy(), xq.numpy(), seed=seed, trees=cfg.rf_trees,
+                                 max_pixels=cfg.rf_max_pixels, ignore_index=self.store.ignore_index)
+        if method.family == "proto":
+            model = copy.deepcopy(method.model)
+            reestimate_norm_stats(model, xs)
+            model.eval()
+            return nearest_prototype(head_inputs(model, xs), ys, head_inputs(model, xq),
+                                     self.store.ignore_index).numpy()
+        if method.family == "maml":
+            model = adapt(method.ckpt, method.model, xs, ys, steps=cfg.adapt_steps,
+                          classes=classes if self.kind == "classification" else None)
+        else:
+            model = self._finetuned(method, xs, ys, classes, seed, hp or {})
+        with torch.no_grad():
+            logits = model(xq)
+        if self.kind == "classification":
+            return logits.argmax(1).numpy()
+        index = torch.as_tensor(classes)
+        return index[logits[:, index].argmax(1)].numpy()
+
+    def _finetuned(self, method: Method, xs: Tensor, ys: Tensor, classes: list[int], seed: int,
+                   hp: dict[str, Any]) -> nn.Module:
+        """Pretrain or random init, fine-tuned on the support set with the chosen steps, lr and layers."""
+        if method.family == "random":
+            torch.manual_seed(seed)
+            cfg = config_from_dict(method.ckpt["config"])
+            n_out = len(classes) if self.kind == "classification" else self.store.num_classes
+            model = build_model(cfg.model, int(method.ckpt["in_channels"]), n_out, self.kind)
+        else:
+            model = copy.deepcopy(method.model)
+        if hp.get("layers") == "head":
+            heads = set(head_names(model))
+            for name, param in model.named_parameters():
+                param.requires_grad_(name in heads)
+        return adapt(method.ckpt, model, xs, ys, steps=hp.get("steps"), lr=hp.get("lr"),
+                     classes=classes if self.kind == "classification" else None)
+
+    def score(self, task: Task, y_query: Tensor, pred: np.ndarray) -> dict[str, float]:
+        labels = list(range(len(task.classes))) if self.kind == "classification" else None
+        return task_metrics(self.kind, y_query.numpy(), pred, self.store.ignore_index, labels=labels)
+
+
+
+def finetune_grid(config: Config) -> list[dict[str, Any]]:
+    """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain and random init."""
+    cfg = config.eval
+    return [{"steps": s, "lr": lr, "layers": layers}
+            for s, lr, layers in itertools.product(cfg.finetune_steps, cfg.finetune_lrs, cfg.finetune_layers)]
+
+
+def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int) -> list[Method]:
+    """The checkpoints' methods plus random init, random forest and prototypes, in report order."""
+    runs: list[Method] = []
+    for path in checkpoints:
+        ckpt = load_checkpoint(path)
+        check_checkpoint(ckpt, store, kind)
+        family = "maml" if ckpt["method"] in MAML_METHODS else "pretrain" if ckpt["method"] == "pretrain" else None
+        if family is None:
+            raise CheckpointError(f"{path}: method {ckpt['method']!r} cannot be evaluated here "
+                                  f"(expected one of {list(MAML_METHODS) + ['pretrain']})")
+        name = ckpt["method"] if family == "maml" else "pretrain"
+        if any(m.name == name for m in runs):
+            name = f"{name}-{Path(path).parent.name if Path(path).parent.name else len(runs)}"
+        zero = family == "pretrain" or (kind == "segmentation" and int(ckpt["num_classes"]) == store.num_classes)
+        runs.append(Method(name, family, ckpt, model_from_checkpoint(ckpt), zero_shot=zero,
+                           info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt["method"],
+                                 "step": ckpt.get("step"), "provenance": ckpt.get("provenance")}))
+    if not runs:
+        raise CheckpointError("no checkpoint given (--runs)")
+    first = runs[0].ckpt
+    for m in runs[1:]:
+        for key in ("bands", "chip_size"):
+            if m.ckpt[key] != first[key]:
+                raise CheckpointError(f"{m.ckpt['path']}: {key} {m.ckpt[key]} differ from {first['path']}'s {first[key]}")
+        if not (np.allclose(m.ckpt["norm"]["mean"], first["norm"]["mean"]) and
+                np.allclose(m.ckpt["norm"]["std"], first["norm"]["std"])):
+            raise CheckpointError(f"{m.ckpt['path']}: normalisation statistics differ from {first['path']}'s "
+                                  "(trained on another store)")
+    base = next((m for m in runs if m.family == "pretrain"), runs[0])
+    methods = list(runs)
+    methods.append(Method("random", "random", base.ckpt | {"method": "random"},
+                          info={"family": "random", "architecture_of": base.ckpt["path"]}))
+    methods.append(Method("rf", "rf", info={"family": "rf"}))
+    methods += [Method(f"proto-{m.name}", "proto", m.ckpt, m.model,
+                       info={"family": "proto", "features_of": m.ckpt["path"]}) for m in runs]
+    return methods
+
+
+def check_checkpoint(ckpt: dict[str, Any], store: ChipStore, kind: str) -> None:
+    """CheckpointError unless the checkpoint fits this store's classes and bands and the task kind."""
+    where = ckpt.get("path", "checkpoint")
+    if ckpt["task_kind"] != kind:
+        raise CheckpointError(f"{where}: a {ckpt['task_kind']} checkpoint; the evaluation is {kind}")
+    if list(ckpt["class_names"]) != store.class_names:
+        raise CheckpointError(f"{where}: classes {ckpt['class_names']} do not match the store's "
+                              f"{store.class_names} ({store.path})")
+    missing = [b for b in ckpt["bands"] if b not in store.bands]
+    if missing:
+        raise CheckpointError(f"{where}: bands {missing} are not in the store {store.path} ({store.bands})")
+
+
+# --- work units (run in worker processes) -------------------------------------------------------
+
+_EVALUATOR: Evaluator | None = None
+
+
+def _init_worker(setup: EvalSetup, threads: int) -> None:
+    global _EVALUATOR
+    if threads:
+        torch.set_num_threads(threads)
+    _EVALUATOR = Evaluator(setup)
+
+
+def _val_unit(args: tuple[int, int, Task]) -> tuple[int, int, dict[str, list[float]]]:
+    """Score every grid candidate of the tuned methods on one meta-val task."""
+    shots, task_id, task = args
+    ev = _EVALUATOR
+    xs, ys, xq, yq = ev.tensors(task)
+    headline = metric_names(ev.kind)[0]
+    scores = {}
+    for method in (m for m in ev.methods if m.family in ("pretrain", "random")):
+        scores[method.name] = [ev.score(task, yq, ev.predict(method, task, xs, ys, xq, ev.setup.seed + task_id, hp))[headline]
+                               for hp in finetune_grid(ev.config)]
+    return shots, task_id, scores
+
+
+def _test_unit(args: tuple[int, int, Task, list[str], bool]) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Score the given methods on one test task; optionally keep the predictions as an example."""
+    shots, task_id, task, names, keep = args
+    ev = _EVALUATOR
+    xs, ys, xq, yq = ev.tensors(task)
+    if shots == 0:
+        xs, ys = xs[:0], ys[:0]
+    rows, predictions = [], {}
+    for method in (m for m in ev.methods if m.name in names):
+        hp = ev.setup.tuned.get(method.name, {}).get(shots)
+        pred = ev.predict(method, task, xs, ys, xq, ev.setup.seed + task_id, hp)
+        rows.append({"task": task_id, "region": task.region, "method": method.name, "shots": shots,
+                     **ev.score(task, yq, pred)})
+        predictions[method.name] = pred
+    example = None
+    if keep:
+        store, classes = ev.store, np.asarray(task.classes)
+        to_global = (lambda y: classes[y]) if ev.kind == "classification" else (lambda y: y)
+        bands = ev.batches.bands
+        chosen = [store.bands.index(b) for b in bands]
+        example = {"task": task_id, "region": task.region, "shots": shots, "classes": [int(c) for c in classes],
+                   "support_rgb": to_rgb(store.images(task.support)[:, chosen], bands),
+                   "support_y": to_global(ys.numpy()),
+                   "query_rgb": to_rgb(store.images(task.query)[:, chosen], bands),
+                   "query_y": to_global(yq.numpy()),
+                   "predictions": {m: to_global(p) for m, p in predictions.items()}}
+    return rows, example
+
+
+def _map(local: Evaluator, workers: int, fn, items: list) -> Iterator:
+    """Run `fn` over items in this process with `local` (workers ≤ 1) or in a spawn pool whose workers
+    rebuild the evaluator from its setup (one torch thread each); results in order."""
+    global _EVALUATOR
+    setup = local.setup
+    if workers <= 1 or len(items) <= 1:
+        _EVALUATOR = local
+        yield from map(fn, items)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(setup, 1)) as pool:
+        yield from pool.imap(fn, items)
+
+
+# --- the whole evaluation --------------------------------------------------------------------------
+
+def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, config: Config,
+             split: str = "test", shots: list[int] | None = None, tasks: int | None = None,
+             workers: int | None = None, overwrite: bool = False, progress: bool = False) -> Path:
+    """Evaluate every method on the saved tasks of `split` and write the results folder `out`.
+
+    A folder left by an interrupted run with the same settings is resumed from its rows.
+    """
+    out = Path(out)
+    store = ChipStore.open(store_path)
+    checkpoints = [str(resolve_checkpoint(r)) for r in runs]
+    first = load_checkpoint(checkpoints[0])
+    kind = first["task_kind"]
+    if kind not in store.kinds:
+        raise CheckpointError(f"{checkpoints[0]}: a {kind} checkpoint; the store {store.path} has {store.kinds}")
+    shots = sorted(set(config.eval.shots if shots is None else shots))
+    if not shots or min(shots) < 0:
+        raise TaskError(f"shots must be non-negative integers, got {shots}")
+    count = config.task.test_tasks if tasks is None else tasks
+    workers = config.eval.workers if workers is None else workers
+    t = config.task
+    n_way = t.n_way
+    positive = [s for s in shots if s > 0] or [1]
+    setup = EvalSetup(str(store.path.resolve()), split, kind, checkpoints, config_to_dict(config), config.seed)
+    probe = Evaluator(setup)  # validates every checkpoint against the store before anything is written
+    methods = probe.methods
+    task_lists = {s: load_or_create_tasks(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed)
+                  for s in shots}
+    task_files = {s: str(task_file(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed))
+                  for s in shots}
+    meta = {"kind": kind, "store": str(store.path.resolve()), "split": split, "shots": shots, "tasks": count,
+            "n_way": n_way, "q_query": t.q_query, "task_files": task_files, "zero_shot_tasks": "0-shot uses the "
+            f"{positive[0]}-shot task list without its support set",
+            "methods": {m.name: m.info | {"zero_shot": m.zero_shot} for m in methods},
+            "reference": next((m.name for m in methods if m.family == "maml"), None),
+            "metrics": list(metric_names(kind)), "seeds": {"seed": config.seed, "tasks": config.seed},
+            "class_names": store.class_names, "class_colors": [list(c) for c in store.class_colors],
+            "ignore_index": store.ignore_index,
+            "regions": [{"region": r.region, "lon": _num(r.lon), "lat": _num(r.lat)}
+                        for r in store.regions[store.regions["split"] == split].itertuples()],
+            "store_manifest": {k: store.manifest.get(k) for k in ("source", "bands", "num_chips", "chip_size",
+                                                                    "counts", "checksums", "provenance")},
+            "config": config_to_dict(config)}
+    out.mkdir(parents=True, exist_ok=True)
+    meta["tuned"] = _resume_or_start(out, meta, overwrite)
+    write_meta(out, meta | {"status": "running", "provenance": provenance()})
+    missing_tuning = [s for s in positive if s in shots and any(
+        str(s) not in meta["tuned"].get(m.name, {}) for m in methods if m.family in ("pretrain", "random"))]
+    if missing_tuning:
+        meta["tuned"] = _tune(probe, store, kind, n_way, missing_tuning, meta["tuned"], workers, progress)
+        write_meta(out, meta | {"status": "running", "provenance": provenance()})
+    setup.tuned = {m: {int(s): hp for s, hp in v.items()} for m, v in meta["tuned"].items()}
+    log = ResultsLog(out / "results.csv", kind)
+    example_shots = positive[0] if positive[0] in shots else shots[0]
+    items = []
+    for s in shots:
+        for i, task in enumerate(task_lists[s]):
+            names = [m.name for m in methods if (s > 0 or m.zero_shot) and not log.has(i, m.name, s)]
+            keep = s == example_shots and i < config.eval.examples
+            if names or keep:
+                items.append((s, i, task, [m.name for m in methods if s > 0 or m.zero_shot] if keep else names, keep))
+    examples = []
+    bar = _bar(progress, len(items), "evaluate")
+    for rows, example in _map(probe, workers, _test_unit, items):
+        log.append([r for r in rows if not log.has(r["task"], r["method"], r["shots"])])
+        if example is not None:
+            examples.append(example)
+        bar.update(1)
+    bar.close()
+    if examples:
+        write_examples(out / "examples.npz", examples)
+    results = read_results_csv(out / "results.csv", kind)
+    write_summaries(out, results, kind, meta["reference"], seed=config.seed)
+    write_meta(out, meta | {"status": "complete", "provenance": provenance()})
+    return out
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _bar(progress: bool, total: int, desc: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="task", disable=not progress)
+
+
+def _resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+    """Tuned hyperparameters of a resumable run in `out` ({} for a fresh start); DataError if `out`
+    holds results of other data, split, task lists or methods."""
+    if not (out / "meta.json").exists() or overwrite:
+        for name in ("results.csv", "summary.csv", "tests.csv", "examples.npz", "meta.json"):
+            (out / name).unlink(missing_ok=True)
+        return {}
+    old = read_meta(out / "meta.json")
+    for key in ("kind", "store", "split", "tasks", "n_way", "q_query"):
+        if old.get(key) != meta[key]:
+            raise DataError(f"{out / 'meta.json'}: results of another evaluation ({key} {old.get(key)!r}, "
+                            f"now {meta[key]!r}); choose another --out or pass --overwrite")
+    for name, info in meta["methods"].items():
+        before = old.get("methods", {}).get(name)
+        if before is not None and before.get("checkpoint") != info.get("checkpoint"):
+            raise DataError(f"{out / 'meta.json'}: method {name} was evaluated from {before.get('checkpoint')}, "
+                            f"now {info.get('checkpoint')}; choose another --out or pass --overwrite")
+    if old.get("config", {}).get("eval") != meta["config"]["eval"] or old.get("seeds") != meta["seeds"]:
+        raise DataError(f"{out / 'meta.json'}: written with other eval settings or seeds; choose another --out "
+                        "or pass --overwrite")
+    return old.get("tuned", {})
+
+
+def _tune(probe: Evaluator, store: ChipStore, kind: str, n_way: int, shots: list[int],
+          tuned: dict[str, Any], workers: int, progress: bool) -> dict[str, Any]:
+    """Choose steps, lr and layers per shot count for pretrain and random init on meta-val tasks."""
+    config, setup = probe.config, probe.setup
+    grid = finetune_grid(config)
+    tuned = {k: dict(v) for k, v in tuned.items()}
+    names = [m.name for m in probe.methods if m.family in ("pretrain", "random")]
+    if len(grid) == 1:  # nothing to choose: skip the meta-val runs
+        for name in names:
+            tuned.setdefault(name, {}).update({str(s): grid[0] | {"val_score": None, "val_tasks": 0} for s in shots})
+        return tuned
+    items = []
+    for s in shots:
+        val = load_or_create_tasks(store, "val", kind, n_way, s, config.task.q_query, config.task.val_tasks, setup.seed)
+        items += [(s, i, task) for i, task in enumerate(val)]
+    scores: dict[tuple[str, int], list[list[float]]] = {}
+    bar = _bar(progress, len(items), "tune on meta-val")
+    for s, _, result in _map(probe, workers, _val_unit, items):
+        for name, values in result.items():
+            scores.setdefault((name, s), []).append(values)
+        bar.update(1)
+    bar.close()
+    for (name, s), values in scores.items():
+        means = np.mean(values, axis=0)
+        best = int(np.argmax(means))
+        tuned.setdefault(name, {})[str(s)] = grid[best] | {"val_score": float(means[best]),
+                                                           "val_tasks": len(values)}
+    return tuned

@@ -1,0 +1,182 @@
+"""`landmeta evaluate` on small chip stores: every method on the same saved tasks, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from landmeta.cli import main
+from landmeta.config import config_to_dict, load_config
+from landmeta.data.store import ChipStore
+from landmeta.errors import CheckpointError, DataError
+from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
+from landmeta.evaluation.protocol import evaluate
+from landmeta.evaluation.results import read_examples
+from landmeta.evaluation.stats import mean_ci
+from landmeta.meta.checkpoint import save_checkpoint
+from landmeta.models import build_model
+from store_factory import make_store
+
+FAST = ["eval.finetune_steps=[3]", "eval.finetune_lrs=[0.01]", "eval.finetune_layers=[all]", "eval.rf_trees=10",
+        "eval.bootstrap=500", "eval.examples=1", "meta.test_inner_steps=2", "task.q_query=2"]
+
+
+def write_checkpoint(path: Path, store: ChipStore, method: str, kind: str, **changes) -> Path:
+    """A checkpoint of an untrained model in the documented format (what `landmeta train` writes at step 0)."""
+    config = load_config("tiny.yaml" if kind == "classification" else "tiny-seg.yaml", [f"meta.method={method}"])
+    num_classes = config.task.n_way if kind == "classification" and method != "pretrain" else store.num_classes
+    torch.manual_seed(0)
+    model = build_model(config.model, len(store.bands), num_classes, kind)
+    payload = {"method": method, "task_kind": kind, "config": config_to_dict(config),
+               "model_state": model.state_dict(), "inner_lrs": None, "bands": store.bands,
+               "class_names": store.class_names, "norm": {"mean": store.mean.tolist(), "std": store.std.tolist()},
+               "chip_size": store.chip_size, "in_channels": len(store.bands), "num_classes": num_classes,
+               "step": 0, "provenance": {"made_by": "tests/test_evaluate.py"}} | changes
+    save_checkpoint(path, payload)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    store_path = make_store(root / "store", chip_size=32)
+    store = ChipStore.open(store_path)
+    runs = [write_checkpoint(root / "runs" / m / "best.pt", store, m, "classification") for m in ("maml", "pretrain")]
+    return root, store_path, store, [r.parent for r in runs]
+
+
+@pytest.fixture(scope="module")
+def evaluated(setup):
+    root, store_path, _, runs = setup
+    config = load_config("tiny.yaml", FAST)
+    return evaluate(store_path, runs, root / "results", config, shots=[0, 1, 2], tasks=3)
+
+
+def test_every_method_on_the_same_tasks(evaluated, setup):
+    _, store_path, _, _ = setup
+    results = pd.read_csv(evaluated / "results.csv")
+    meta = json.loads((evaluated / "meta.json").read_text())
+    methods = ["maml", "pretrain", "random", "rf", "proto-maml", "proto-pretrain"]
+    assert list(meta["methods"]) == methods and meta["reference"] == "maml" and meta["status"] == "complete"
+    for shots in (1, 2):
+        part = results[results.shots == shots]
+        assert sorted(part.method.unique()) == sorted(methods)
+        assert (part.groupby("method").task.apply(sorted).apply(tuple) == (0, 1, 2)).all()
+        # the tasks scored are those of the saved list, region by region
+        saved = json.loads(Path(meta["task_files"][str(shots)]).read_text())["tasks"]
+        regions = part[part.method == "maml"].sort_values("task").region.tolist()
+        assert regions == [t["region"] for t in saved]
+        assert {t["region"] for t in saved} <= set(ChipStore.open(store_path).regions_in("test"))
+    assert sorted(results[results.shots == 0].method.unique()) == ["pretrain"]  # only its head allows 0-shot
+    assert results[["accuracy", "macro_f1"]].apply(lambda c: c.between(0, 1).all()).all()
+    assert meta["tuned"]["pretrain"]["1"]["steps"] == 3 and meta["tuned"]["random"]["2"]["lr"] == 0.01
+
+
+def test_summary_and_tests_follow_results(evaluated):
+    results = pd.read_csv(evaluated / "results.csv")
+    summary = pd.read_csv(evaluated / "summary.csv")
+    row = summary[(summary.method == "rf") & (summary.shots == 2) & (summary.metric == "kappa")].iloc[0]
+    mean, half, n = mean_ci(results[(results.method == "rf") & (results.shots == 2)].kappa)
+    assert (row["mean"], row["ci"], row["n"]) == pytest.approx((mean, half, n))
+    tests = pd.read_csv(evaluated / "tests.csv")
+    assert set(tests.method) == {"pretrain", "random", "rf", "proto-maml", "proto-pretrain"}
+    assert set(tests.shots) == {1, 2} and (tests.n == 3).all()
+
+
+def test_examples_saved(evaluated):
+    (ex,) = read_examples(evaluated / "examples.npz")
+    assert ex["shots"] == 1 and ex["query_rgb"].dtype == np.uint8 and ex["query_rgb"].shape[-1] == 3
+    assert set(ex["predictions"]) == {"maml", "pretrain", "random", "rf", "proto-maml", "proto-pretrain"}
+    assert set(np.unique(ex["query_y"])) <= set(ex["classes"])  # global class ids
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_gives_the_same_table(evaluated, setup, tmp_path):
+    root, store_path, _, runs = setup
+    out = tmp_path / "results"
+    full = (evaluated / "results.csv").read_text()
+    out.mkdir()
+    (out / "meta.json").write_text((evaluated / "meta.json").read_text())
+    lines = full.splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[: len(lines) // 2]) + lines[len(lines) // 2][:7])  # cut mid-row
+    evaluate(store_path, runs, out, load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3)
+    key = ["shots", "method", "task"]
+    before = pd.read_csv(evaluated / "results.csv").sort_values(key).reset_index(drop=True)
+    after = pd.read_csv(out / "results.csv").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_results_of_another_split_are_refused(evaluated, setup):
+    root, store_path, _, runs = setup
+    with pytest.raises(DataError, match="another evaluation .*split"):
+        evaluate(store_path, runs, evaluated, load_config("tiny.yaml", FAST), split="val", shots=[1], tasks=3)
+
+
+def test_bad_checkpoints(setup, tmp_path):
+    root, store_path, store, runs = setup
+    config = load_config("tiny.yaml", FAST)
+    with pytest.raises(CheckpointError, match="no checkpoint or run folder"):
+        evaluate(store_path, [tmp_path / "missing"], tmp_path / "r", config, shots=[1], tasks=2)
+    foreign = tmp_path / "foreign.pt"
+    foreign.write_text("not a checkpoint")
+    with pytest.raises(CheckpointError, match="foreign.pt: not a readable checkpoint"):
+        evaluate(store_path, [foreign], tmp_path / "r", config, shots=[1], tasks=2)
+    other = write_checkpoint(tmp_path / "other.pt", store, "maml", "classification",
+                             class_names=[f"c{i}" for i in range(store.num_classes)])
+    with pytest.raises(CheckpointError, match="other.pt: classes .* do not match"):
+        evaluate(store_path, [other], tmp_path / "r", config, shots=[1], tasks=2)
+    assert not (tmp_path / "r" / "results.csv").exists()
+
+
+def test_cli_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):
+    _, store_path, _, _ = setup
+    code = main(["evaluate", "--data", str(store_path), "--runs", str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "nope: no checkpoint or run folder" in err[0]
+
+
+@pytest.mark.slow
+def test_cli_evaluate_segmentation(tmp_path, capsys):
+    store_path = make_store(tmp_path / "store", chip_size=32, parents_per_region=6)
+    store = ChipStore.open(store_path)
+    runs = [write_checkpoint(tmp_path / f"{m}.pt", store, m, "segmentation") for m in ("maml", "pretrain")]
+    code = main(["evaluate", "--data", str(store_path), "--runs", *map(str, runs), "--shots", "0,1",
+                 "--tasks", "2", "--out", str(tmp_path / "res"), *sum((["--set", s] for s in FAST), []),
+                 "--set", "task.q_query=1"])
+    assert code == 0
+    assert "| maml |" in capsys.readouterr().out
+    results = pd.read_csv(tmp_path / "res" / "results.csv")
+    # a segmentation head covering the store's classes allows 0-shot for both networks
+    assert sorted(results[results.shots == 0].method.unique()) == ["maml", "pretrain"]
+    assert results.miou.between(0, 1).all() and len(results[results.shots == 1]) == 2 * 6
+
+
+def test_random_forest_and_prototypes_hand_examples():
+    # two well-separated spectral classes: the forest and the prototypes recover them
+    rng = np.random.default_rng(0)
+    xs = np.concatenate([rng.normal(0, .1, (3, 2, 4, 4)), rng.normal(5, .1, (3, 2, 4, 4))]).astype(np.float32)
+    ys = np.array([0, 0, 0, 1, 1, 1])
+    xq = np.stack([np.full((2, 4, 4), 5.0), np.zeros((2, 4, 4))]).astype(np.float32)
+    assert random_forest("classification", xs, ys, xq, trees=10).tolist() == [1, 0]
+    masks = np.where(xs[:, 0] > 2.5, 4, 1).astype(np.uint8)
+    masks[0, 0, 0] = 255
+    assert (random_forest("segmentation", xs, masks, xq, trees=10) == np.array([4, 1])[:, None, None]).all()
+    protos = nearest_prototype(torch.tensor([[0., 0.], [2., 0.], [10., 10.]]), torch.tensor([0, 0, 1]),
+                               torch.tensor([[1., 1.], [6., 6.]]))
+    assert protos.tolist() == [0, 1]  # prototypes (1, 0) and (10, 10)
+
+
+def test_head_inputs_are_the_features_the_head_sees():
+    cfg = load_config("tiny-seg.yaml").model
+    unet = build_model(cfg, 3, 5, "segmentation").eval()
+    feats = head_inputs(unet, torch.zeros(2, 3, 32, 32))
+    assert feats.shape == (2, cfg.decoder_channels[-1], 32, 32)
+    clf = build_model(load_config("tiny.yaml").model, 3, 4, "classification").eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(clf.head(head_inputs(clf, x)), clf(x))
