@@ -13,7 +13,7 @@ import sys
 from landmeta import __version__
 from landmeta.errors import LandmetaError
 
-COMMANDS = ["config", "synth", "preprocess", "inspect", "train", "adapt", "predict"]
+COMMANDS = ["config", "synth", "preprocess", "inspect", "train", "evaluate", "report", "adapt", "predict"]
 
 
 def build_parser() -> argparse.ArgumentParser:

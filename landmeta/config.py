@@ -89,11 +89,17 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Test-time adaptation settings for baselines (tuned on meta-val)."""
+    """Held-out evaluation: shots, the fine-tuning grid tuned on meta-val tasks, baselines, workers."""
 
     shots: list[int] = field(default_factory=lambda: [0, 1, 2, 5])
-    finetune_steps: list[int] = field(default_factory=lambda: [10, 50])
+    finetune_steps: list[int] = field(default_factory=lambda: [10, 50])  # grid for pretrain and random init
     finetune_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
+    finetune_layers: list[Literal["all", "head"]] = field(default_factory=lambda: ["all", "head"])
+    adapt_steps: int | None = None  # MAML-family test-time steps; None = the checkpoint's meta.test_inner_steps
+    rf_trees: int = 100  # random-forest baseline
+    rf_max_pixels: int = 20000  # support pixels sampled per segmentation task for the random forest
+    examples: int = 2  # tasks saved as qualitative examples for the report
+    bootstrap: int = 10000  # paired-bootstrap resamples
     workers: int = 1
 
 

@@ -368,7 +368,7 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     if examples:
         write_examples(out / "examples.npz", examples)
     results = read_results_csv(out / "results.csv", kind)
-    write_summaries(out, results, kind, meta["reference"], seed=config.seed)
+    write_summaries(out, results, kind, meta["reference"], seed=config.seed, n_boot=config.eval.bootstrap)
     write_meta(out, meta | {"status": "complete", "provenance": provenance()})
     return out
 

@@ -77,12 +77,12 @@ def read_results_csv(path: Path, kind: str) -> pd.DataFrame:
 
 
 def write_summaries(out: Path, results: pd.DataFrame, kind: str, reference: str | None,
-                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    seed: int = 0, n_boot: int = 10000) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write summary.csv and tests.csv from the per-task table."""
     metrics = metric_names(kind)
     summary = summarise(results, metrics)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    tests = paired_tests(results, reference, metrics, seed=seed) if reference else pd.DataFrame(columns=TEST_COLUMNS)
+    tests = paired_tests(results, reference, metrics, n_boot, seed) if reference else pd.DataFrame(columns=TEST_COLUMNS)
     atomic_write_text(out / "tests.csv", tests.to_csv(index=False))
     return summary, tests
 
