@@ -1,0 +1,108 @@
+"""`landmeta report` on a results folder written by `evaluate`: Markdown, self-contained HTML, figures."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from landmeta.cli import main
+from landmeta.config import load_config
+from landmeta.data.store import ChipStore
+from landmeta.errors import DataError
+from landmeta.evaluation.baselines import random_forest
+from landmeta.evaluation.protocol import evaluate, to_rgb
+from landmeta.reporting.plots import segmentation_example
+from landmeta.reporting.report import write_report
+from store_factory import make_store
+from test_evaluate import FAST, write_checkpoint
+
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    store_path = make_store(root / "store", chip_size=32)
+    store = ChipStore.open(store_path)
+    runs = [write_checkpoint(root / f"{m}.pt", store, m, "classification") for m in ("maml", "pretrain")]
+    return evaluate(store_path, runs, root / "results", load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3)
+
+
+@pytest.fixture(scope="module")
+def report(results, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("out") / "report"
+    assert main(["report", str(results), "--out", str(out)]) == 0
+    return out
+
+
+def test_markdown_tables_figures_and_provenance(report):
+    md = (report / "index.md").read_text()
+    for section in ("## accuracy", "## kappa", "## macro_f1", "## Paired tests", "## Held-out regions",
+                    "## Qualitative examples", "## Provenance"):
+        assert section in md
+    assert "| method | 0-shot | 1-shot | 2-shot |" in md
+    assert re.search(r"\*\*\d\.\d{3} ± \d\.\d{3}\*\*", md)  # the best mean of a column is bold
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (report / link).is_file()
+    assert {"curve_accuracy.png", "map.png", "example_0.png"} <= {p.name for p in (report / "figures").iterdir()}
+    assert "checkpoint:" in md and "landmeta_version" in md
+
+
+def test_html_is_self_contained(report):
+    page = (report / "index.html").read_text()
+    sources = re.findall(r'<img[^>]* src="([^"]+)"', page)
+    assert len(sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "<table>" in page and "<b>" in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package `chromium`)")
+def test_html_renders_in_headless_chromium(report, tmp_path):
+    page = report / "index.html"
+    n_images = len(re.findall(r"<img ", page.read_text()))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=10000"]
+    with tempfile.TemporaryDirectory() as profile:
+        dom = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", "--dump-dom", page.as_uri()],
+                             capture_output=True, text=True, timeout=120).stdout
+    # the page's script sets data-images-loaded to the image count once every image decoded (naturalWidth > 0)
+    assert f'data-images-loaded="{n_images}"' in dom
+    shot = tmp_path / "page.png"
+    with tempfile.TemporaryDirectory() as profile:
+        subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                        "--window-size=1200,2000", page.as_uri()], capture_output=True, timeout=120)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (2000, 1200) and pixels.std() > 5  # something drawn, not a blank page
+
+
+def test_segmentation_example_figure(tmp_path):
+    store = ChipStore.open(make_store(tmp_path / "store", chip_size=32, parents_per_region=4))
+    support, query = np.array([0, 4]), np.array([8, 12])
+    masks = store.masks(np.concatenate([support, query]))
+    pred = random_forest("segmentation", store.images(support), masks[:2], store.images(query), trees=5)
+    example = {"task": 0, "region": store.chips.region[0], "shots": 2,
+               "support_rgb": to_rgb(store.images(support), store.bands), "query_rgb": to_rgb(store.images(query), store.bands),
+               "query_y": masks[2:], "predictions": {"rf": pred}}
+    colors = np.array(store.class_colors, dtype=np.uint8)
+    path = segmentation_example(example, store.class_names, colors, tmp_path / "ex.png")
+    width, height = Image.open(path).size
+    assert width > 400 and height > 200
+
+
+def test_bad_results_folder(results, tmp_path, capsys):
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "meta.json: missing" in err[0]
+    bad = tmp_path / "bad"
+    shutil.copytree(results, bad)
+    csv = (bad / "results.csv").read_text().replace(",rf,", ",svm,")
+    (bad / "results.csv").write_text(csv)
+    with pytest.raises(DataError, match=r"results.csv: methods \['svm'\] are not described"):
+        write_report(bad, tmp_path / "r2")
+    assert not (tmp_path / "r2").exists()
