@@ -140,7 +140,7 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                 mask[bad] = IGNORE_INDEX
                 counts["nodata_pixels"] += int(bad.sum())
                 counts["nodata_tiles"] += 1
-            if np.abs(image).max() > FLOAT16_MAX:
+            if image.max() > FLOAT16_MAX or image.min() < -FLOAT16_MAX:
                 skips.add(ref.source, f"values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
                 continue
             if factor > 1:
