@@ -17,7 +17,7 @@ from landmeta.cli import main
 from landmeta.errors import OutputExistsError
 from landmeta.synth import SCALES, generate
 from landmeta.synth.sen12ms import SEASONS
-from landmeta.synth.spectra import S2_BANDS
+from landmeta.data.sen12ms import S2_BANDS
 
 KINDS = {"s1": (2, "float32"), "s2": (13, "uint16"), "lc": (4, "uint8")}
 

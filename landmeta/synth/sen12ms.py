@@ -12,6 +12,7 @@ from pyproj import Transformer
 from affine import Affine
 from scipy.ndimage import gaussian_filter
 
+from landmeta.data.sen12ms import S1_BANDS, S2_BANDS
 from landmeta.synth import spectra as sp
 from landmeta.synth.landscape import make_landscape, smooth_noise
 
@@ -284,8 +285,8 @@ def write_patch(root: Path, region: Region, index: int, patch: Patch) -> list[Pa
                    tiled=True, blockxsize=PATCH_PX, blockysize=PATCH_PX, interleave="band")
     paths = []
     for kind, data, names, extra in (
-        ("s1", patch.s1, sp.S1_BANDS, dict(predictor=3)),
-        ("s2", patch.s2, sp.S2_BANDS, dict(predictor=2, nodata=0)),
+        ("s1", patch.s1, S1_BANDS, dict(predictor=3)),
+        ("s2", patch.s2, S2_BANDS, dict(predictor=2, nodata=0)),
         ("lc", patch.lc, sp.LC_BANDS, {}),
     ):
         path = root / season / f"{kind}_{region.scene}" / f"{season}_{kind}_{region.scene}_p{pid}.tif"

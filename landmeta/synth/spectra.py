@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-S2_BANDS: list[str] = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
-S2_WAVELENGTH_NM = np.array([443, 490, 560, 665, 705, 740, 783, 842, 865, 945, 1375, 1610, 2190], float)
 S2_RESOLUTION_M = np.array([60, 10, 10, 10, 20, 20, 20, 10, 20, 60, 60, 20, 20])
-S1_BANDS: list[str] = ["VV", "VH"]
 LC_BANDS: list[str] = ["IGBP", "LCCS_LC", "LCCS_LU", "LCCS_SH"]
 
 # Endmember reflectance spectra (rows) over the 13 bands.
