@@ -164,3 +164,14 @@ def test_corrupt_geotiff_and_empty_folder(tmp_path):
     (tmp_path / "empty" / "region").mkdir()
     with pytest.raises(DataError, match="no image tiles"):
         run(tmp_path / "empty", tmp_path / "s3")
+
+
+def test_values_beyond_float16_are_skipped(tmp_path):
+    rng = np.random.default_rng(4)
+    root = seg_folder(tmp_path / "raw", rng)
+    huge = np.full((4, 32, 32), 1e6, np.float32)
+    write_tif(root / "r1" / "images" / "t0.tif", huge)
+    out = run(root, tmp_path / "store")
+    skipped = json.loads((out / "manifest.json").read_text())["skipped"]
+    assert skipped == [{"file": str(root / "r1/images/t0.tif"),
+                        "reason": "values beyond ±65504 do not fit the store's float16"}]

@@ -10,6 +10,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from pyproj import Transformer
+from pyproj.exceptions import ProjError
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from shapely.geometry import Polygon
@@ -45,7 +46,12 @@ def footprints(crs: rasterio.crs.CRS | None, transform: Affine,
     cols, rows = np.concatenate([r[0] for r in rings]), np.concatenate([r[1] for r in rings])
     t = transform
     xs, ys = t.c + t.a * cols + t.b * rows, t.f + t.d * cols + t.e * rows
-    lon, lat = _to_wgs84(crs.to_wkt()).transform(xs, ys)
+    try:
+        lon, lat = _to_wgs84(crs.to_wkt()).transform(xs, ys)
+    except ProjError as exc:
+        raise DataError(f"cannot reproject from {crs} to EPSG:4326 ({exc})") from exc
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()):
+        raise DataError(f"outline falls outside the valid area of {crs}")
     ring = 4 * densify
     return [Polygon(np.column_stack([lon[k * ring:(k + 1) * ring], lat[k * ring:(k + 1) * ring]]))
             for k in range(len(windows))]

@@ -111,6 +111,45 @@ class _Region:
 
 def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
                  options: PreprocessOptions, skips: Skips, progress: bool) -> None:
+    """Fill the arrays, chips.csv and the tiles layer; then split, statistics, regions and manifest."""
+    regions, counts, max_id = _fill(tmp, source, scan, layout, options, skips, progress)
+    class_names, class_colors = scan.class_names, scan.class_colors
+    if not class_names:  # a folder of id masks without a class map
+        class_names = [f"class_{i}" for i in range(max_id + 1)]
+        class_colors = [folder._palette(i) for i in range(max_id + 1)]
+    names = sorted(regions)
+    split, clusters, warnings = _split(tmp, source, names, regions, options)
+    small = _small_regions(names, regions, scan.kinds)
+    warnings += [f"region {r}: too few samples for any task ({why})" for r, why in small.items()]
+
+    train = [r for r in names if split[r] == "train"]
+    mean, std = _band_stats([regions[r] for r in train], scan.chip_size ** 2)
+    n_train = sum(regions[r].n_chips for r in train)
+    atomic_write_json(tmp / "stats.json", {"bands": scan.bands, "mean": mean.tolist(), "std": std.tolist(),
+                                           "regions": train, "num_chips": n_train})
+    _write_regions(tmp / "regions.gpkg", names, regions, split, clusters, class_names)
+
+    per_split = Counter(split.values())
+    counts.update({
+        "inputs_skipped": len(skips), "regions": len(names), "regions_train": per_split["train"],
+        "regions_val": per_split["val"], "regions_test": per_split["test"], "chips_train": n_train,
+        "small_regions": len(small),
+    })
+    options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()}
+    manifest = {
+        "source": source, "kinds": scan.kinds, "bands": scan.bands,
+        "class_names": class_names, "class_colors": [list(c) for c in class_colors],
+        "ignore_index": IGNORE_INDEX, "chip_size": scan.chip_size, "num_chips": counts["chips"],
+        "options": options_record, "counts": dict(counts), "skipped": skips.items, "warnings": warnings,
+        "checksums": {name: _sha256(tmp / name) for name in ("images.npy", "masks.npy", "chips.csv")},
+        "provenance": provenance(),
+    }
+    atomic_write_json(tmp / "manifest.json", manifest)
+
+
+def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
+          options: PreprocessOptions, skips: Skips, progress: bool) -> tuple[dict[str, _Region], Counter, int]:
+    """Read tile by tile and write its chips; returns per-region sums, counts and the largest class id."""
     from tqdm import tqdm
     size, factor = scan.chip_size, options.downsample
     n_alloc = sum(rows * cols for _, rows, cols in layout)
@@ -118,20 +157,27 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
     masks = _NpyRows(tmp / "masks.npy", np.uint8, (n_alloc, size, size))
     tiles_layer = _TileLayer(tmp / "regions.gpkg")
     regions: dict[str, _Region] = {}
-    counts = Counter()
+    counts: Counter = Counter()
     n = 0
     max_id = -1
     with open(tmp / "chips.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["chip", "tile", "region", "parent", "label", "source"])
         for ref, rows, cols in tqdm(layout, desc=f"preprocess {source}", unit="tile", disable=not progress):
+            step = size * factor
+            windows = [(0, 0, ref.height, ref.width)] + [(i * step, j * step, step, step)
+                                                        for i in range(rows) for j in range(cols)]
             try:
                 tile = scan.load(ref)
+                outline, *chip_outlines = footprints(tile.crs, tile.transform, windows)
             except DataError as exc:
                 skips.add_error(ref.source, exc)
                 continue
             image, mask = tile.image, tile.mask
-            bad = ~np.isfinite(image.sum(axis=0))  # a NaN or inf in any band
+            if max(np.fmax.reduce(image, axis=None), -np.fmin.reduce(image, axis=None)) > FLOAT16_MAX:
+                skips.add(ref.source, f"values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
+                continue
+            bad = ~np.isfinite(image.sum(axis=0))  # a NaN in any band
             if tile.nodata is not None:
                 bad |= tile.nodata
             if bad.any():
@@ -140,18 +186,11 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                 mask[bad] = IGNORE_INDEX
                 counts["nodata_pixels"] += int(bad.sum())
                 counts["nodata_tiles"] += 1
-            if image.max() > FLOAT16_MAX or image.min() < -FLOAT16_MAX:
-                skips.add(ref.source, f"values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
-                continue
             if factor > 1:
                 image, mask = _downsample(image, mask, factor)
             info = regions.setdefault(ref.region, _Region(season=ref.season))
             if source == "deepglobe":
                 info.features = image_features(image, mask, len(scan.class_names))
-            step = size * factor
-            windows = [(0, 0, ref.height, ref.width)] + [(i * step, j * step, step, step)
-                                                        for i in range(rows) for j in range(cols)]
-            outline, *chip_outlines = footprints(tile.crs, tile.transform, windows)
             if outline is not None:
                 info.footprints.append(outline)
             covered = np.ascontiguousarray(image[:, :rows * size, :cols * size])
@@ -164,21 +203,19 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
                     window = np.s_[i * size:(i + 1) * size, j * size:(j + 1) * size]
                     chip_mask = mask[window]
                     hist = np.bincount(chip_mask.ravel(), minlength=256)[:IGNORE_INDEX]
-                    label = ref.label if ref.label >= 0 else (int(hist.argmax()) if hist.any() else -1)
+                    present = np.flatnonzero(hist)
+                    label = ref.label if ref.label >= 0 else (int(hist.argmax()) if present.size else -1)
                     images.write(n, stored[(slice(None), *window)])
                     masks.write(n, chip_mask)
                     name = f"{ref.tile}_r{i}c{j}" if rows * cols > 1 else ref.tile
-                    parent = name if scan.parent_is_chip else ref.tile
-                    writer.writerow([n, name, ref.region, parent, label, ref.source])
-                    tiles_layer.add({
-                        "tile": name, "region": ref.region, "label": label,
-                        "class_hist": json.dumps({int(k): int(hist[k]) for k in np.flatnonzero(hist)}),
-                        "source": ref.source,
-                        "geometry": chip_outlines[i * cols + j],
-                    })
+                    writer.writerow([n, name, ref.region, name if scan.parent_is_chip else ref.tile, label,
+                                     ref.source])
+                    tiles_layer.add({"tile": name, "region": ref.region, "label": label,
+                                     "class_hist": json.dumps({int(k): int(hist[k]) for k in present}),
+                                     "source": ref.source, "geometry": chip_outlines[i * cols + j]})
                     info.n_chips += 1
                     info.labels[label] += 1
-                    max_id = max(max_id, label, int(np.flatnonzero(hist).max()) if hist.any() else -1)
+                    max_id = max(max_id, label, int(present[-1]) if present.size else -1)
                     n += 1
             counts["tiles_used"] += 1
     tiles_layer.flush()
@@ -186,60 +223,38 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
         raise DataError(f"no chips written: every tile was skipped ({_skip_summary(skips)})")
     images.close(n)
     masks.close(n)
+    counts["chips"] = n
+    return regions, counts, max_id
 
-    class_names, class_colors = scan.class_names, scan.class_colors
-    if not class_names:  # a folder of id masks without a class map
-        class_names = [f"class_{i}" for i in range(max_id + 1)]
-        class_colors = [folder._palette(i) for i in range(max_id + 1)]
 
-    names = sorted(regions)
-    warnings: list[str] = []
-    clusters = np.full(len(names), -1)
-    if source == "deepglobe":
-        features = np.stack([regions[r].features for r in names])
-        clusters = cluster_regions(features, options.clusters, options.split_seed)
-        if options.split_file or options.holdout:
-            split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
-        elif options.split == "clustered":
-            split = clustered_split(names, clusters, options.split_seed)
-        else:
-            split = random_split(names, options.split_seed)
-        plot_clusters(tmp / "clusters.png", features, clusters, [split[r] for r in names])
-    else:
+def _split(tmp: Path, source: str, names: list[str], regions: dict[str, _Region],
+           options: PreprocessOptions) -> tuple[dict[str, str], np.ndarray, list[str]]:
+    """Split of each region, DeepGlobe clusters (-1 elsewhere) and warnings; writes clusters.png."""
+    if source != "deepglobe":
         split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
+        return split, np.full(len(names), -1), warnings
+    features = np.stack([regions[r].features for r in names])
+    clusters = cluster_regions(features, options.clusters, options.split_seed)
+    warnings: list[str] = []
+    if options.split_file or options.holdout:
+        split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
+    elif options.split == "clustered":
+        split = clustered_split(names, clusters, options.split_seed)
+    else:
+        split = random_split(names, options.split_seed)
+    plot_clusters(tmp / "clusters.png", features, clusters, [split[r] for r in names])
+    return split, clusters, warnings
 
-    small = []
+
+def _small_regions(names: list[str], regions: dict[str, _Region], kinds: list[str]) -> dict[str, str]:
+    """Regions that cannot hold the smallest task of any kind the store supports, with why."""
+    small = {}
     for r in names:
         info = regions[r]
         eligible = sum(1 for label, k in info.labels.items() if label >= 0 and k >= MIN_CLASS_CHIPS)
-        if eligible < MIN_CLASSES and ("segmentation" not in scan.kinds or info.n_chips < MIN_SEG_CHIPS):
-            small.append(r)
-            warnings.append(f"region {r}: too few samples for any task ({info.n_chips} chips, "
-                            f"{eligible} classes with {MIN_CLASS_CHIPS}+ chips)")
-
-    train = [r for r in names if split[r] == "train"]
-    mean, std = _band_stats([regions[r] for r in train], size * size)
-    n_train = sum(regions[r].n_chips for r in train)
-    atomic_write_json(tmp / "stats.json", {"bands": scan.bands, "mean": mean.tolist(), "std": std.tolist(),
-                                           "regions": train, "num_chips": n_train})
-    _write_regions(tmp / "regions.gpkg", names, regions, split, clusters, class_names)
-
-    per_split = Counter(split.values())
-    counts.update({
-        "inputs_skipped": len(skips), "chips": n, "regions": len(names),
-        "regions_train": per_split["train"], "regions_val": per_split["val"], "regions_test": per_split["test"],
-        "chips_train": n_train, "small_regions": len(small),
-    })
-    options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()}
-    manifest = {
-        "source": source, "kinds": scan.kinds, "bands": scan.bands,
-        "class_names": class_names, "class_colors": [list(c) for c in class_colors],
-        "ignore_index": IGNORE_INDEX, "chip_size": size, "num_chips": n,
-        "options": options_record, "counts": dict(counts), "skipped": skips.items, "warnings": warnings,
-        "checksums": {name: _sha256(tmp / name) for name in ("images.npy", "masks.npy", "chips.csv")},
-        "provenance": provenance(),
-    }
-    atomic_write_json(tmp / "manifest.json", manifest)
+        if eligible < MIN_CLASSES and ("segmentation" not in kinds or info.n_chips < MIN_SEG_CHIPS):
+            small[r] = f"{info.n_chips} chips, {eligible} classes with {MIN_CLASS_CHIPS}+ chips"
+    return small
 
 
 def _downsample(image: np.ndarray, mask: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
