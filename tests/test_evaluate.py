@@ -180,3 +180,38 @@ def test_head_inputs_are_the_features_the_head_sees():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(clf.head(head_inputs(clf, x)), clf(x))
+
+
+@pytest.mark.slow
+def test_evaluate_on_a_store_from_a_folder_of_own_tiles(tmp_path):
+    """The same code path on `landmeta preprocess folder` output: PNG tiles and id masks, no geography."""
+    from PIL import Image
+
+    from landmeta.data.preprocess import PreprocessOptions, preprocess
+
+    rng = np.random.default_rng(0)
+    colours = rng.integers(0, 256, size=(3, 3))
+    regions = [f"farm{i}" for i in range(6)]
+    for region in regions:
+        for t in range(6):
+            mask = np.zeros((32, 32), np.uint8)
+            mask[:, int(rng.integers(8, 24)):] = 1 + t % 2
+            image = np.clip(colours[mask] + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+            (tmp_path / "raw" / region / "images").mkdir(parents=True, exist_ok=True)
+            (tmp_path / "raw" / region / "masks").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(tmp_path / "raw" / region / "images" / f"t{t}.png")
+            Image.fromarray(mask).save(tmp_path / "raw" / region / "masks" / f"t{t}.png")
+    (tmp_path / "classes.txt").write_text("meadow,0\nfield,1\nwater,2\n")
+    splits = ["train"] * 3 + ["val", "test", "test"]
+    (tmp_path / "split.txt").write_text("".join(f"{r},{s}\n" for r, s in zip(regions, splits)))
+    store_path = preprocess("folder", tmp_path / "raw", tmp_path / "store",
+                            PreprocessOptions(class_map=tmp_path / "classes.txt", split_file=tmp_path / "split.txt"))
+    store = ChipStore.open(store_path)
+    assert "segmentation" in store.kinds
+    runs = [write_checkpoint(tmp_path / f"{m}.pt", store, m, "segmentation") for m in ("maml", "pretrain")]
+    out = evaluate(store_path, runs, tmp_path / "res", load_config("tiny-seg.yaml", FAST + ["task.q_query=1"]),
+                   shots=[1], tasks=2)
+    results = pd.read_csv(out / "results.csv")
+    assert set(results.region) <= {"farm4", "farm5"} and len(results) == 2 * 6
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    assert "No map: the store has no region locations" in (tmp_path / "report" / "index.md").read_text()

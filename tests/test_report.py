@@ -88,7 +88,7 @@ def test_segmentation_example_figure(tmp_path):
     pred = random_forest("segmentation", store.images(support), masks[:2], store.images(query), trees=5)
     example = {"task": 0, "region": store.chips.region[0], "shots": 2,
                "support_rgb": to_rgb(store.images(support), store.bands), "query_rgb": to_rgb(store.images(query), store.bands),
-               "query_y": masks[2:], "predictions": {"rf": pred}}
+               "support_y": masks[:2], "query_y": masks[2:], "predictions": {"rf": pred}}
     colors = np.array(store.class_colors, dtype=np.uint8)
     path = segmentation_example(example, store.class_names, colors, tmp_path / "ex.png")
     width, height = Image.open(path).size

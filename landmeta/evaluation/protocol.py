@@ -38,7 +38,7 @@ from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
 from landmeta.meta.maml import MAML_METHODS
 from landmeta.models import build_model, head_names
 
-CHECKPOINT_NAMES = ("best.pt", "final.pt", "last.pt")
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
 RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("RED", "GREEN", "BLUE"))
 
 
@@ -55,20 +55,15 @@ class Method:
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or the checkpoint of a run folder (best.pt, final.pt or last.pt, also under
-    checkpoints/); CheckpointError naming the path otherwise."""
+    """A checkpoint file, or a run folder's best.pt (else last.pt); CheckpointError naming the path otherwise."""
     path = Path(path)
     if path.is_file():
         return path
     if not path.is_dir():
         raise CheckpointError(f"{path}: no checkpoint or run folder here")
-    for folder in (path, path / "checkpoints"):
-        for name in CHECKPOINT_NAMES:
-            if (folder / name).is_file():
-                return folder / name
-    found = sorted(path.glob("*.pt")) + sorted(path.glob("checkpoints/*.pt"))
-    if len(found) == 1:
-        return found[0]
+    for name in CHECKPOINT_NAMES:
+        if (path / name).is_file():
+            return path / name
     raise CheckpointError(f"{path}: run folder without a checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
 
 
@@ -272,10 +267,11 @@ def _test_unit(args: tuple[int, int, Task, list[str], bool]) -> tuple[list[dict[
         to_global = (lambda y: classes[y]) if ev.kind == "classification" else (lambda y: y)
         bands = ev.batches.bands
         chosen = [store.bands.index(b) for b in bands]
+        rgb = to_rgb(store.images(np.concatenate([task.support, task.query]))[:, chosen], bands)  # one stretch
         example = {"task": task_id, "region": task.region, "shots": shots, "classes": [int(c) for c in classes],
-                   "support_rgb": to_rgb(store.images(task.support)[:, chosen], bands),
+                   "support_rgb": rgb[:len(task.support)][:len(ys)],
                    "support_y": to_global(ys.numpy()),
-                   "query_rgb": to_rgb(store.images(task.query)[:, chosen], bands),
+                   "query_rgb": rgb[len(task.support):],
                    "query_y": to_global(yq.numpy()),
                    "predictions": {m: to_global(p) for m, p in predictions.items()}}
     return rows, example

@@ -56,15 +56,19 @@ def colour_mask(mask: np.ndarray, colors: np.ndarray, ignore_index: int = 255) -
 
 def segmentation_example(ex: dict, names: list[str], colors: np.ndarray, path: Path,
                          ignore_index: int = 255, max_rows: int = 2) -> Path:
-    """Rows of query chips: image, ground truth, then each method's prediction; one support chip first."""
+    """Rows of query chips: image, ground truth, then each method's prediction; a support chip and its
+    mask first (0-shot: none)."""
     methods = list(ex["predictions"])
     n = min(max_rows, len(ex["query_rgb"]))
-    cols = 3 + len(methods)
+    has_support = len(ex["support_rgb"]) > 0
+    cols = 2 + 2 * has_support + len(methods)
     fig = Figure(figsize=(1.9 * cols, 2.0 * n + 0.6))
     axes = fig.subplots(n, cols, squeeze=False)
     for i in range(n):
-        panels = [(ex["support_rgb"][min(i, len(ex["support_rgb"]) - 1)], "support image"),
-                  (ex["query_rgb"][i], "query image"),
+        j = min(i, len(ex["support_rgb"]) - 1)
+        panels = [(ex["support_rgb"][j], "support image"),
+                  (colour_mask(ex["support_y"][j], colors, ignore_index), "support mask")] if has_support else []
+        panels += [(ex["query_rgb"][i], "query image"),
                   (colour_mask(ex["query_y"][i], colors, ignore_index), "ground truth")]
         panels += [(colour_mask(ex["predictions"][m][i], colors, ignore_index), m) for m in methods]
         for ax, (img, label) in zip(axes[i], panels):
@@ -79,22 +83,37 @@ def segmentation_example(ex: dict, names: list[str], colors: np.ndarray, path: P
     return save_figure(fig, path)
 
 
+def _framed_chips(fig: Figure, cells, images: np.ndarray, labels: np.ndarray, colors: np.ndarray,
+                  title: str) -> None:
+    for i, cell in enumerate(cells):
+        ax = fig.add_subplot(cell)
+        ax.set_xticks([]), ax.set_yticks([])
+        if i >= len(images):
+            ax.set_axis_off()
+            continue
+        ax.imshow(images[i], interpolation="nearest")
+        for spine in ax.spines.values():
+            spine.set_edgecolor(colors[labels[i]] / 255.0)
+            spine.set_linewidth(4)
+        if i == 0:
+            ax.set_title(title, fontsize=8, loc="left")
+
+
 def classification_example(ex: dict, names: list[str], colors: np.ndarray, path: Path, max_cols: int = 8) -> Path:
-    """Query chips (framed by their true class colour) above a matrix of each method's predicted class
-    (cell colour = predicted class, × = wrong)."""
+    """Support chips and query chips (framed by their true class colour) above a matrix of each
+    method's predicted class per query chip (cell colour = predicted class, × = wrong)."""
     methods = list(ex["predictions"])
     n = min(max_cols, len(ex["query_rgb"]))
-    fig = Figure(figsize=(1.3 * n + 1.6, 1.6 + 0.35 * (len(methods) + 1) + 0.6))
-    grid = fig.add_gridspec(2, n, height_ratios=[1.3, 0.35 * (len(methods) + 1)])
+    k = min(max_cols, len(ex["support_rgb"]))
+    rows = [1.3] * (k > 0) + [1.3, 0.35 * (len(methods) + 1)]
+    fig = Figure(figsize=(1.3 * max(n, k) + 1.6, sum(rows) + 0.8))
+    grid = fig.add_gridspec(len(rows), max(n, k), height_ratios=rows)
     truth = np.asarray(ex["query_y"][:n])
-    for i in range(n):
-        ax = fig.add_subplot(grid[0, i])
-        ax.imshow(ex["query_rgb"][i], interpolation="nearest")
-        ax.set_xticks([]), ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_edgecolor(colors[truth[i]] / 255.0)
-            spine.set_linewidth(4)
-    ax = fig.add_subplot(grid[1, :])
+    if k:
+        _framed_chips(fig, [grid[0, i] for i in range(max(n, k))], ex["support_rgb"][:k],
+                      np.asarray(ex["support_y"][:k]), colors, "support")
+    _framed_chips(fig, [grid[int(k > 0), i] for i in range(n)], ex["query_rgb"][:n], truth, colors, "query")
+    ax = fig.add_subplot(grid[-1, :n])
     labels = np.stack([truth] + [np.asarray(ex["predictions"][m][:n]) for m in methods])
     ax.imshow(colors[labels], aspect="auto", interpolation="nearest")
     for r in range(1, labels.shape[0]):
@@ -103,6 +122,7 @@ def classification_example(ex: dict, names: list[str], colors: np.ndarray, path:
                 ax.text(c, r, "×", ha="center", va="center", fontsize=11, color="k")
     ax.set_yticks(range(labels.shape[0]), ["ground truth"] + methods, fontsize=8)
     ax.set_xticks([])
-    _legend(fig, sorted({int(c) for c in labels.ravel()}), names, colors)
-    fig.suptitle(f"region {ex['region']} — {ex['shots']}-shot task {ex['task']} (query chips)", fontsize=9)
+    _legend(fig, sorted({int(c) for c in labels.ravel()} | {int(c) for c in np.asarray(ex["support_y"][:k])}),
+            names, colors)
+    fig.suptitle(f"region {ex['region']} — {ex['shots']}-shot task {ex['task']}", fontsize=9)
     return save_figure(fig, path)

@@ -124,6 +124,7 @@ def _map_section(page: _Page, res: Results, figures: Path, reference: str | None
     baseline = pretrain_method(res)
     page.heading("Held-out regions", 2)
     regions = pd.DataFrame(res.meta.get("regions", []), columns=["region", "lon", "lat"])
+    regions[["lon", "lat"]] = regions[["lon", "lat"]].apply(pd.to_numeric).astype(float)  # None -> NaN
     if not reference or not baseline:
         page.text("No map: it needs a meta-learned method and pretrain-then-finetune in the results.")
         return
@@ -135,11 +136,15 @@ def _map_section(page: _Page, res: Results, figures: Path, reference: str | None
     page.figure(path, f"gain of {reference} over {baseline} per region")
     table = gain.sort_values("gain", ascending=False)
     md = "| region | lon | lat | tasks | gain |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {r.region} | {r.lon:.2f} | {r.lat:.2f} | {r.tasks} | {r.gain:+.3f} |" for r in table.itertuples())
-    rows = "".join(f"<tr><td>{html.escape(str(r.region))}</td><td>{r.lon:.2f}</td><td>{r.lat:.2f}</td>"
+        f"| {r.region} | {_coord(r.lon)} | {_coord(r.lat)} | {r.tasks} | {r.gain:+.3f} |" for r in table.itertuples())
+    rows = "".join(f"<tr><td>{html.escape(str(r.region))}</td><td>{_coord(r.lon)}</td><td>{_coord(r.lat)}</td>"
                    f"<td>{r.tasks}</td><td>{r.gain:+.3f}</td></tr>" for r in table.itertuples())
     page.table(md, "<table><thead><tr><th>region</th><th>lon</th><th>lat</th><th>tasks</th>"
                    f"<th>gain ({html.escape(metric)})</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _coord(value: float) -> str:
+    return f"{value:.2f}" if np.isfinite(value) else "—"
 
 
 def _examples_section(page: _Page, res: Results, figures: Path, names: list[str], colors: np.ndarray) -> None:
