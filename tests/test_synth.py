@@ -46,17 +46,17 @@ def test_sen12ms_layout_and_formats(synth_tiny: Path) -> None:
         season, folder = s2.parent.parent.name, s2.parent.name
         scene = folder.split("_")[1]
         assert s2.name.startswith(f"{season}_s2_{scene}_p") and s2.suffix == ".tif"
-        crs = None
+        grids = set()
         for kind, (count, dtype) in KINDS.items():
             with rasterio.open(_sibling(s2, kind)) as src:
                 assert (src.count, src.dtypes[0], src.width, src.height) == (count, dtype, 256, 256)
                 epsg = src.crs.to_epsg()
                 assert 32601 <= epsg <= 32660 or 32701 <= epsg <= 32760
                 assert src.transform.a == 10.0 and src.transform.e == -10.0
-                assert crs is None or src.crs == crs and src.transform == transform  # noqa: F821
-                crs, transform = src.crs, src.transform
+                grids.add((epsg, tuple(src.transform)))
                 if kind == "s2":
                     assert list(src.descriptions) == S2_BANDS
+        assert len(grids) == 1  # S1, S2 and LC of a patch share one grid
 
 
 def test_sen12ms_values_are_physical(synth_tiny: Path) -> None:
