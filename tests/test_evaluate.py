@@ -215,3 +215,12 @@ def test_evaluate_on_a_store_from_a_folder_of_own_tiles(tmp_path):
     assert set(results.region) <= {"farm4", "farm5"} and len(results) == 2 * 6
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     assert "No map: the store has no region locations" in (tmp_path / "report" / "index.md").read_text()
+
+
+def test_paper_presets_load_with_the_papers_shots():
+    cls, seg, deepglobe = (load_config(f"paper-{name}") for name in ("sen12ms-cls", "sen12ms-seg", "deepglobe"))
+    assert (cls.task.kind, cls.task.n_way, cls.data.chip_size) == ("classification", 4, 128)
+    assert {1, 2, 5, 10} <= set(cls.eval.shots)
+    assert seg.task.kind == "segmentation" and {1, 5} <= set(seg.eval.shots)
+    assert deepglobe.task.kind == "segmentation" and {1, 2, 3, 4} <= set(deepglobe.eval.shots)
+    assert deepglobe.task.q_query == 8
