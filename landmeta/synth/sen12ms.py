@@ -3,7 +3,7 @@ Sentinel-2 and land-cover GeoTIFF patches in the real layout and formats."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -75,17 +75,17 @@ class Region:
     continent: str
     biome: str
     proportions: np.ndarray  # class mix of the region (0 = absent)
-    patches: list[int] = field(default_factory=list)
-    green: float = 1.0  # phenology: share of the green endmember kept
-    soil: np.ndarray = field(default_factory=lambda: sp.ENDMEMBER_SPECTRA[2])
-    class_gain: np.ndarray = field(default_factory=lambda: np.ones((N_CLASSES, 13)))  # regional signature variants
-    forest_types: list[int] = field(default_factory=lambda: [5])
-    illumination: float = 1.0
-    haze: float = 0.5
-    snow_cover: float = 0.0  # seasonal snow lying over non-forest land
-    cloudiness: float = 0.0  # probability that a patch has clouds
-    s1_offset_db: float = 0.0  # incidence angle and moisture
-    s1_class_offset_db: np.ndarray = field(default_factory=lambda: np.zeros(N_CLASSES))
+    patches: list[int]  # patch numbers (the N of `_pN.tif`)
+    green: float  # phenology: share of the green endmember kept
+    soil: np.ndarray  # soil spectrum
+    class_gain: np.ndarray  # (classes, bands) regional signature variants
+    forest_types: list[int]  # IGBP forest types of the landscape
+    illumination: float
+    haze: float
+    snow_cover: float  # seasonal snow lying over open land
+    cloudiness: float  # probability that a patch has clouds
+    s1_offset_db: float  # incidence angle and moisture
+    s1_class_offset_db: np.ndarray  # per-class regional backscatter offsets
 
     @property
     def name(self) -> str:
