@@ -148,3 +148,42 @@ def test_existing_output_is_refused(tmp_path, capsys):
     (tmp_path / "r.pt").write_bytes(b"keep")
     code, _, err = _run(capsys, "adapt", "--checkpoint", base, "--support", support, "--out", tmp_path / "r.pt")
     assert code == 2 and "--overwrite" in err and (tmp_path / "r.pt").read_bytes() == b"keep"
+
+
+@pytest.mark.slow
+def test_trained_unet_adapts_to_a_held_out_region_and_maps_it(synth_tiny, tmp_path, capsys):
+    """preprocess -> train (tiny U-Net) -> adapt on 2 patches of a meta-test region, with its
+    IGBP masks renamed by a class map -> predict a third patch of that region."""
+    from landmeta.classes import IGBP_TO_SIMPLIFIED, SIMPLIFIED_CLASSES
+    from landmeta.data.store import ChipStore
+
+    s2 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+    store, run = tmp_path / "store", tmp_path / "run"
+    assert main(["preprocess", "sen12ms", "--root", str(synth_tiny / "sen12ms"), "--out", str(store),
+                 "--bands", *s2, "--no-progress"]) == 0
+    assert main(["train", "--config", "tiny-seg", "--data", str(store), "--out", str(run), "--no-progress"]) == 0
+    region = ChipStore.open(store).regions_in("test")[0]  # e.g. ROIs1158_spring_7
+    season, scene = region.rsplit("_", 1)
+    patches = sorted((synth_tiny / "sen12ms" / season / f"s2_{scene}").glob("*.tif"))
+    assert len(patches) >= 3
+    support = tmp_path / "support"
+    for patch in patches[:2]:
+        (support / "images").mkdir(parents=True, exist_ok=True)
+        (support / "masks").mkdir(exist_ok=True)
+        (support / "images" / patch.name).symlink_to(patch)
+        lc = patch.parent.parent / f"lc_{scene}" / patch.name.replace("_s2_", "_lc_")
+        (support / "masks" / patch.name).symlink_to(lc)
+    lines = ["ignore,0"] + [f"{SIMPLIFIED_CLASSES[IGBP_TO_SIMPLIFIED[v]]},{v}" for v in range(1, 18)]
+    (tmp_path / "igbp.csv").write_text("\n".join(lines) + "\n")
+    code, out, err = _run(capsys, "adapt", "--checkpoint", run / "best.pt", "--support", support,
+                          "--out", tmp_path / "region.pt", "--class-map", tmp_path / "igbp.csv")
+    assert code == 0, err
+    adapted = load_checkpoint(tmp_path / "region.pt")
+    assert adapted["adaptation"]["chips"] == 8  # 2 patches of 256² in 128-px chips (the store's size)
+    code, out, err = _run(capsys, "predict", "--model", tmp_path / "region.pt", "--input", patches[2],
+                          "--out", tmp_path / "maps", "--polygons")
+    assert code == 0, err
+    with rasterio.open(patches[2]) as src, rasterio.open(tmp_path / "maps" / f"{patches[2].stem}_classes.tif") as m:
+        assert m.crs == src.crs and m.transform == src.transform and m.shape == src.shape
+        assert set(np.unique(m.read(1))) <= set(range(len(SIMPLIFIED_CLASSES)))
+        assert m.colormap(1)[0][:3] == (0, 153, 0)  # Forest's colour from the store, via the checkpoint

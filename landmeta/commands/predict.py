@@ -16,10 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="a raster, a folder of one GeoTIFF per band, or a folder of either")
     parser.add_argument("--out", required=True, type=Path, help="folder for the maps")
     parser.add_argument("--window", type=int,
-                        help="window side in input pixels (default 512; a classifier: its training chip size)")
+                        help="window side in input pixels (default 1024; a classifier: its training chip size)")
     parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows, cross-faded "
                                                     "(default 32; a classifier: 0)")
-    parser.add_argument("--batch", type=int, default=4, help="windows per forward pass (default 4)")
+    parser.add_argument("--batch", type=int, default=1, help="windows per forward pass (default 1)")
     parser.add_argument("--polygons", action="store_true", help="also write class polygons (GeoPackage)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing maps of the same scenes")

@@ -3,13 +3,13 @@
 Window size is in input pixels. A checkpoint trained on chips resized from the store's chip size
 (`store_chip_size`) to `chip_size` saw the ground at that scale; each window is resampled by the
 same factor before the model and its probabilities back after, so a model sees what it was trained
-on. Without `store_chip_size` the input is taken at native resolution. A classifier predicts one
-class per window (a coarse map): its window defaults to the store's chip size and is always
-resampled to the model's `chip_size`.
+on (see `store_chip_size`). A classifier predicts one class per window (a coarse map): its window
+defaults to the store's chip size and is always resampled to the model's `chip_size`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,23 +24,34 @@ from landmeta.inference.scene import open_scene, scene_inputs
 from landmeta.io import provenance
 from landmeta.meta.checkpoint import model_from_checkpoint
 
-DEFAULT_WINDOW = 512
+DEFAULT_WINDOW = 1024
 DEFAULT_OVERLAP = 32
 
 
 @dataclass(frozen=True)
 class PredictOptions:
-    window: int | None = None  # input pixels per window; None = 512 (segmentation) or the chip size
+    window: int | None = None  # input pixels per window; None = 1024 (segmentation) or the chip size
     overlap: int | None = None  # None = 32 (segmentation) or 0 (classification)
-    batch: int = 4
+    batch: int = 1
     polygons: bool = False
     overwrite: bool = False
     device: str = "cpu"
 
 
 def store_chip_size(ckpt: dict[str, Any]) -> int:
-    """Side of the chips the model was trained from, in input pixels (native resolution if unknown)."""
-    return int(ckpt.get("store_chip_size") or ckpt["chip_size"])
+    """Side of the chips the model was trained from, in input pixels: the checkpoint's
+    `store_chip_size`, else the chip size in the manifest of its training store (when that store
+    is still there), else `chip_size` (native resolution)."""
+    if ckpt.get("store_chip_size"):
+        return int(ckpt["store_chip_size"])
+    store = (ckpt.get("provenance") or {}).get("store")
+    manifest = Path(store) / "manifest.json" if store else None
+    if manifest is not None and manifest.is_file():
+        try:
+            return int(json.loads(manifest.read_text())["chip_size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    return int(ckpt["chip_size"])
 
 
 def legend_of(ckpt: dict[str, Any]) -> Legend:

@@ -165,7 +165,7 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
                for c in present]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
     fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
 

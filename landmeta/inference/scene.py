@@ -61,14 +61,18 @@ class Scene:
         inner = Window(c0, r0, c1 - c0, r1 - r0)
         image = np.empty((len(self.sources), r1 - r0, c1 - c0), dtype=np.float32)
         valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
-        for i, (src, band) in enumerate(self.sources):
-            raw = self._read_band(src, band, inner)
+        groups: dict[int, list[int]] = {}  # one read per file, all its bands at once
+        for i, (src, _) in enumerate(self.sources):
+            groups.setdefault(id(src), []).append(i)
+        for positions in groups.values():
+            src = self.sources[positions[0]][0]
+            raw = self._read_bands(src, [self.sources[i][1] for i in positions], inner)
             if src.nodata is not None:
-                valid &= raw != src.nodata  # a pixel is nodata where any band is
-            image[i] = to_physical(raw)
+                valid &= (raw != src.nodata).all(axis=0)  # a pixel is nodata where any band is
+            image[positions] = to_physical(raw)
         valid &= np.isfinite(image).all(axis=0)
         if self.alpha is not None:
-            valid &= self._read_band(*self.alpha, inner) > 0
+            valid &= self._read_bands(self.alpha[0], [self.alpha[1]], inner)[0] > 0
         image[:, ~valid] = np.nan
         pad = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
         if any(p for pair in pad for p in pair):
@@ -76,14 +80,15 @@ class Scene:
             valid = np.pad(valid, pad, mode="constant", constant_values=False)
         return image, valid
 
-    def _read_band(self, src: rasterio.DatasetReader, band: int, window: Window) -> np.ndarray:
+    def _read_bands(self, src: rasterio.DatasetReader, bands: list[int], window: Window) -> np.ndarray:
+        """(len(bands), h, w) raw values of `window` (scene pixels) from one file."""
         try:
             if src.transform == self.transform and (src.height, src.width) == (self.height, self.width):
-                return src.read(band, window=window)
+                return src.read(bands, window=window)
             # a coarser band of a per-band stack: read the same ground area onto the scene's grid
             bounds = rasterio.windows.bounds(window, self.transform)
-            return src.read(band, window=from_bounds(*bounds, transform=src.transform),
-                            out_shape=(int(window.height), int(window.width)),
+            return src.read(bands, window=from_bounds(*bounds, transform=src.transform),
+                            out_shape=(len(bands), int(window.height), int(window.width)),
                             resampling=Resampling.bilinear)
         except (RasterioError, OSError) as exc:
             raise DataError(f"{src.name}: cannot read pixels ({_first_line(exc)})") from exc
