@@ -3,7 +3,9 @@
 Regions are split into folds; for each fold a forest trained on the pooled pixels of the other
 folds' regions is scored on each held-out region (pixel accuracy, mIoU over the classes present
 there). For contrast, a forest trained on a few of the held-out region's own patches is scored on
-the same evaluation patches (the region's remaining ones). Prints a table and a summary.
+the same evaluation patches (the region's remaining ones). Prints a table and a summary. For the
+DeepGlobe part: how well k-means on simple colour statistics of each tile recovers the styles
+(pseudo-regions) the tiles were drawn from (adjusted Rand index).
 
     python scripts/synth_difficulty.py --root /tmp/synth        # an existing `landmeta synth` output
     python scripts/synth_difficulty.py --scale default --seed 0  # generate into a temporary folder
@@ -12,13 +14,17 @@ the same evaluation patches (the region's remaining ones). Prints a table and a 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import rasterio
+from PIL import Image
+from sklearn.cluster import KMeans
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import adjusted_rand_score
 
 from landmeta.classes import IGNORE_INDEX, igbp_lookup
 
@@ -63,6 +69,20 @@ def forest(x: np.ndarray, y: np.ndarray, seed: int) -> RandomForestClassifier:
 
 def stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def deepglobe_style_recovery(root: Path, seed: int) -> float:
+    """Adjusted Rand index between k-means clusters of per-tile colour statistics and the styles."""
+    tiles = json.loads((root / "synth.json").read_text())["deepglobe_tiles"]
+    feats = []
+    for t in tiles:
+        rgb = np.asarray(Image.open(root / "deepglobe" / f"{t['tile']}_sat.jpg")).reshape(-1, 3) / 255.0
+        feats.append(np.concatenate([rgb.mean(0), rgb.std(0), np.percentile(rgb, [10, 50, 90], axis=0).ravel()]))
+    x = np.array(feats)
+    x = (x - x.mean(0)) / (x.std(0) + 1e-9)
+    styles = [t["style"] for t in tiles]
+    clusters = KMeans(len(set(styles)), n_init=10, random_state=seed).fit_predict(x)
+    return float(adjusted_rand_score(styles, clusters))
 
 
 def main() -> None:
@@ -112,6 +132,8 @@ def main() -> None:
         v = np.array(vals)
         ci = 1.96 * v.std(0, ddof=1) / np.sqrt(len(v))
         print(f"  {method:<8} pixel accuracy {v[:, 0].mean():.3f} ± {ci[0]:.3f}   mIoU {v[:, 1].mean():.3f} ± {ci[1]:.3f}")
+    print(f"\nDeepGlobe: k-means on tile colour statistics vs styles, adjusted Rand index "
+          f"{deepglobe_style_recovery(root, args.seed):.3f}")
 
 
 if __name__ == "__main__":

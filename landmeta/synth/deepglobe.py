@@ -41,13 +41,13 @@ def make_styles(n: int, rng: np.random.Generator) -> list[Style]:
     for _ in range(n):
         props = rng.dirichlet(CLASS_PRIOR * 1.5)
         props[props < 0.03] = 0.0
-        cast = np.exp(rng.normal(0, 0.08, 3))
+        cast = np.exp(rng.normal(0, 0.15, 3))
         colors = np.clip(BASE_COLORS * cast * np.exp(rng.normal(0, 0.12, (6, 3))), 0.02, 0.95)
         soil = np.exp(rng.normal(0, 0.15)) * np.array([1 + rng.uniform(-0.1, 0.25), 1.0, 1 - rng.uniform(0, 0.2)])
         colors[BARREN] = np.clip(colors[BARREN] * soil, 0.05, 0.95)
         styles.append(Style(
             proportions=props / props.sum(), colors=colors, crop_mix=rng.dirichlet([2.0, 1.5, 1.0]),
-            brightness=float(rng.uniform(0.8, 1.2)), haze=float(rng.uniform(0.0, 0.25)),
+            brightness=float(rng.uniform(0.75, 1.25)), haze=float(rng.uniform(0.0, 0.35)),
             patch_frac=float(rng.uniform(0.25, 0.5)), field_frac=float(rng.uniform(0.06, 0.16)),
             quality=int(rng.integers(75, 95)),
         ))
@@ -56,7 +56,7 @@ def make_styles(n: int, rng: np.random.Generator) -> list[Style]:
 
 def render_tile(style: Style, size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One (size, size, 3) uint8 image and its (size, size) class ids (IGNORE_INDEX = unknown)."""
-    props = rng.dirichlet(style.proportions * 5.0 + 1e-3)
+    props = rng.dirichlet(style.proportions * 10.0 + 1e-3)
     props = np.where(style.proportions > 0, props, 0.0)
     land = make_landscape(size, props, rng, patch_px=size * style.patch_frac, field_px=size * style.field_frac,
                           tessellated=(AGRICULTURE, URBAN), water=WATER if style.proportions[WATER] > 0 else None,
