@@ -192,7 +192,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store: Path, tmp_p
                            "--set", "train.val_every=100", "--set", "meta.grad_clip=1.0e+30"))
     assert code == 2
     err = capsys.readouterr().err
-    assert "loss became" in err and "last good checkpoint" in err
+    assert "became" in err and "last good checkpoint" in err
     step = load_checkpoint(out / "last.pt")["step"]
     assert 1 <= step < 4 and f"step {step}" in err
     assert len(pd.read_csv(out / "metrics.csv")) == step

@@ -92,7 +92,8 @@ def checkpoint_payload(config: Config, setup: Setup, method: str, model: nn.Modu
         "bands": list(bm.bands), "class_names": list(setup.store.class_names),
         "class_colors": [list(c) for c in setup.store.class_colors],
         "norm": {"mean": [float(v) for v in bm.mean], "std": [float(v) for v in bm.std]},
-        "chip_size": bm.chip_size, "in_channels": bm.in_channels, "num_classes": setup.num_classes,
+        "chip_size": bm.chip_size, "store_chip_size": setup.store.chip_size,
+        "in_channels": bm.in_channels, "num_classes": setup.num_classes,
         "step": step, "provenance": provenance(store=str(setup.store.path), seed=config.seed), **extra,
     }
 
@@ -257,12 +258,13 @@ def train(config: Config, data: str | Path, out: str | Path, resume: bool = Fals
             optimiser.zero_grad(set_to_none=True)
             with amp:
                 loss, metric = step_fn(step - 1)
-            if not math.isfinite(loss):
+            norm = float(nn.utils.clip_grad_norm_(trained, meta.grad_clip))
+            if not (math.isfinite(loss) and math.isfinite(norm)):
                 last = out / "last.pt"
                 kept = f"last good checkpoint {last} (step {_step_of(last)})" if last.exists() else \
                     "no checkpoint written yet"
-                raise TrainingError(f"{out}: loss became {loss} at step {step}; stopped, {kept}")
-            nn.utils.clip_grad_norm_(trained, meta.grad_clip)
+                what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {norm}"
+                raise TrainingError(f"{out}: {what} at step {step}; stopped, {kept}")
             optimiser.step()
             scheduler.step()
             row = {"step": step, "loss": loss, "train_metric": metric, "val_metric": "",
