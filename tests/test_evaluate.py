@@ -95,7 +95,6 @@ def test_examples_saved(evaluated):
     assert set(np.unique(ex["query_y"])) <= set(ex["classes"])  # global class ids
 
 
-@pytest.mark.slow
 def test_resume_after_interruption_gives_the_same_table(evaluated, setup, tmp_path):
     root, store_path, _, runs = setup
     out = tmp_path / "results"
@@ -130,6 +129,8 @@ def test_bad_checkpoints(setup, tmp_path):
                              class_names=[f"c{i}" for i in range(store.num_classes)])
     with pytest.raises(CheckpointError, match="other.pt: classes .* do not match"):
         evaluate(store_path, [other], tmp_path / "r", config, shots=[1], tasks=2)
+    with pytest.raises(CheckpointError, match="maml/best.pt: a 4-way classifier; the tasks are 3-way"):
+        evaluate(store_path, runs, tmp_path / "r", load_config("tiny.yaml", FAST + ["task.n_way=3"]), shots=[1], tasks=2)
     assert not (tmp_path / "r" / "results.csv").exists()
 
 
@@ -140,7 +141,6 @@ def test_cli_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and "nope: no checkpoint or run folder" in err[0]
 
 
-@pytest.mark.slow
 def test_cli_evaluate_segmentation(tmp_path, capsys):
     store_path = make_store(tmp_path / "store", chip_size=32, parents_per_region=6)
     store = ChipStore.open(store_path)
@@ -224,3 +224,14 @@ def test_paper_presets_load_with_the_papers_shots():
     assert seg.task.kind == "segmentation" and {1, 5} <= set(seg.eval.shots)
     assert deepglobe.task.kind == "segmentation" and {1, 2, 3, 4} <= set(deepglobe.eval.shots)
     assert deepglobe.task.q_query == 8
+
+
+@pytest.mark.slow
+def test_parallel_workers_give_the_same_results(evaluated, setup, tmp_path):
+    root, store_path, _, runs = setup
+    out = evaluate(store_path, runs, tmp_path / "res", load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3,
+                   workers=2)
+    key = ["shots", "method", "task"]
+    serial = pd.read_csv(evaluated / "results.csv").sort_values(key).reset_index(drop=True)
+    parallel = pd.read_csv(out / "results.csv").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(serial, parallel)

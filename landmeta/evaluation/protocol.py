@@ -187,7 +187,8 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
         zero = family == "pretrain" or (kind == "segmentation" and int(ckpt["num_classes"]) == store.num_classes)
         runs.append(Method(name, family, ckpt, model_from_checkpoint(ckpt), zero_shot=zero,
                            info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt["method"],
-                                 "step": ckpt.get("step"), "provenance": ckpt.get("provenance")}))
+                                 "step": ckpt.get("step"), "provenance": ckpt.get("provenance"),
+                                 "config": ckpt["config"]}))
     if not runs:
         raise CheckpointError("no checkpoint given (--runs)")
     first = runs[0].ckpt
@@ -227,10 +228,9 @@ def check_checkpoint(ckpt: dict[str, Any], store: ChipStore, kind: str) -> None:
 _EVALUATOR: Evaluator | None = None
 
 
-def _init_worker(setup: EvalSetup, threads: int) -> None:
+def _init_worker(setup: EvalSetup) -> None:
     global _EVALUATOR
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     _EVALUATOR = Evaluator(setup)
 
 
@@ -284,10 +284,15 @@ def _map(local: Evaluator, workers: int, fn, items: list) -> Iterator:
     setup = local.setup
     if workers <= 1 or len(items) <= 1:
         _EVALUATOR = local
-        yield from map(fn, items)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as in the workers: small per-task models gain little from more threads
+        try:
+            yield from map(fn, items)
+        finally:
+            torch.set_num_threads(threads)
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(setup, 1)) as pool:
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(setup,)) as pool:
         yield from pool.imap(fn, items)
 
 
@@ -318,6 +323,10 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     setup = EvalSetup(str(store.path.resolve()), split, kind, checkpoints, config_to_dict(config), config.seed)
     probe = Evaluator(setup)  # validates every checkpoint against the store before anything is written
     methods = probe.methods
+    for m in methods:
+        if kind == "classification" and m.family == "maml" and int(m.ckpt["num_classes"]) != t.n_way:
+            raise CheckpointError(f"{m.ckpt['path']}: a {m.ckpt['num_classes']}-way classifier; the tasks are "
+                                  f"{t.n_way}-way (task.n_way)")
     task_lists = {s: load_or_create_tasks(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed)
                   for s in shots}
     task_files = {s: str(task_file(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed))

@@ -163,8 +163,9 @@ def _examples_section(page: _Page, res: Results, figures: Path, names: list[str]
 def _provenance_section(page: _Page, res: Results) -> None:
     meta = res.meta
     page.heading("Provenance", 2)
-    details: dict[str, Any] = {k: meta[k] for k in ("store", "split", "shots", "seeds", "task_files", "tuned",
-                                                    "store_manifest", "provenance") if k in meta}
-    details["methods"] = meta.get("methods", {})
+    details: dict[str, Any] = {k: meta[k] for k in ("store", "split", "shots", "tasks", "seeds", "task_files",
+                                                    "tuned", "store_manifest", "provenance") if k in meta}
+    details["methods"] = meta.get("methods", {})  # checkpoints with their training config and provenance
+    details["evaluation_config"] = meta.get("config")
     page.code(yaml.safe_dump(json.loads(json.dumps(details, default=str)), sort_keys=False, width=110))
     page.text("Report: " + json.dumps(provenance(results=str(res.path))))
