@@ -13,7 +13,7 @@ import torch
 from landmeta.cli import main
 from landmeta.config import config_to_dict, load_config
 from landmeta.data.store import ChipStore
-from landmeta.errors import CheckpointError, DataError
+from landmeta.errors import CheckpointError, DataError, OutputExistsError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
 from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import read_examples
@@ -114,6 +114,14 @@ def test_results_of_another_split_are_refused(evaluated, setup):
     root, store_path, _, runs = setup
     with pytest.raises(DataError, match="another evaluation .*split"):
         evaluate(store_path, runs, evaluated, load_config("tiny.yaml", FAST), split="val", shots=[1], tasks=3)
+
+
+def test_foreign_output_folder_is_left_alone(setup, tmp_path):
+    _, store_path, _, runs = setup
+    (tmp_path / "results.csv").write_text("a user's own table\n")
+    with pytest.raises(OutputExistsError, match="not an evaluation's results folder"):
+        evaluate(store_path, runs, tmp_path, load_config("tiny.yaml", FAST), shots=[1], tasks=2)
+    assert (tmp_path / "results.csv").read_text() == "a user's own table\n"
 
 
 def test_bad_checkpoints(setup, tmp_path):

@@ -27,7 +27,7 @@ from landmeta.config import Config, config_from_dict, config_to_dict
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import Task, load_or_create_tasks, task_file
 from landmeta.data.transforms import BatchMaker
-from landmeta.errors import CheckpointError, DataError, TaskError
+from landmeta.errors import CheckpointError, DataError, OutputExistsError, TaskError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
 from landmeta.evaluation.metrics import metric_names, task_metrics
 from landmeta.evaluation.results import (ResultsLog, read_meta, read_results_csv, write_examples, write_meta,
@@ -307,7 +307,7 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     """
     out = Path(out)
     store = ChipStore.open(store_path)
-    checkpoints = [str(resolve_checkpoint(r)) for r in runs]
+    checkpoints = [str(resolve_checkpoint(r).resolve()) for r in runs]
     first = load_checkpoint(checkpoints[0])
     kind = first["task_kind"]
     if kind not in store.kinds:
@@ -390,9 +390,14 @@ def _bar(progress: bool, total: int, desc: str):
 def _resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     """Tuned hyperparameters of a resumable run in `out` ({} for a fresh start); DataError if `out`
     holds results of other data, split, task lists or methods."""
-    if not (out / "meta.json").exists() or overwrite:
+    if overwrite:
         for name in ("results.csv", "summary.csv", "tests.csv", "examples.npz", "meta.json"):
             (out / name).unlink(missing_ok=True)
+        return {}
+    if not (out / "meta.json").exists():
+        if any(out.iterdir()):
+            raise OutputExistsError(f"{out}: not empty and not an evaluation's results folder (no meta.json); "
+                                    "choose another --out or pass --overwrite")
         return {}
     old = read_meta(out / "meta.json")
     for key in ("kind", "store", "split", "tasks", "n_way", "q_query"):
