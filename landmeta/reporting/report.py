@@ -100,6 +100,9 @@ def write_report(results: str | Path, out: str | Path, overwrite: bool = False) 
         page.text(f"Store {meta.get('store')}, split {meta.get('split')}, {meta['kind']}; tasks per shot count: "
                   + ", ".join(f"{s}-shot {n}" for s, n in sorted(n_tasks.items()))
                   + ". Cells are mean ± 95% CI (1.96·std/√n over tasks); the best mean per column is bold.")
+        if meta.get("status") != "complete":
+            page.text(f"Partial results: the evaluation has not finished (status {meta.get('status')!r}); "
+                      "rerun the same `landmeta evaluate` command to complete it.")
         for metric in res.metrics:
             page.heading(f"{metric}", 2)
             page.table(summary_markdown(res.summary, metric, methods), summary_html(res.summary, metric, methods))
