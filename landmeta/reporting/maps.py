@@ -23,17 +23,32 @@ def region_gain(results: pd.DataFrame, regions: pd.DataFrame, reference: str, ba
     return gain.merge(regions[["region", "lon", "lat"]], on="region", how="left")
 
 
+def land_outlines():
+    """Country outlines (Natural Earth 1:110m, public domain) from the copy bundled with pyogrio, or
+    None when that copy is absent; the map then shows the graticule only. Nothing is downloaded."""
+    try:
+        import geopandas as gpd
+        import pyogrio
+        path = Path(pyogrio.__file__).parent / "tests" / "fixtures" / "naturalearth_lowres" / "naturalearth_lowres.shp"
+        return gpd.read_file(path) if path.is_file() else None
+    except Exception:  # an unreadable optional basemap only drops the outlines
+        return None
+
+
 def gain_map(gain: pd.DataFrame, path: Path, reference: str, baseline: str, metric: str) -> Path | None:
-    """Equirectangular map with a 30° graticule; None when no region has a location."""
+    """World map (equirectangular, 30° graticule, country outlines when available); None when no
+    region has a location."""
     located = gain.dropna(subset=["lon", "lat"])
     if located.empty:
         return None
     fig = Figure(figsize=(9, 4.9))
     ax = fig.add_subplot()
-    lon_pad = max(10.0, float(np.ptp(located["lon"])) * 0.15)
-    lat_pad = max(8.0, float(np.ptp(located["lat"])) * 0.15)
-    ax.set_xlim(max(-180, located["lon"].min() - lon_pad), min(180, located["lon"].max() + lon_pad))
-    ax.set_ylim(max(-90, located["lat"].min() - lat_pad), min(90, located["lat"].max() + lat_pad))
+    land = land_outlines()
+    if land is not None:
+        land.plot(ax=ax, color="#e9e9e4", edgecolor="0.65", linewidth=0.3, zorder=1)
+        ax.text(0.005, 0.005, "outlines: Natural Earth", transform=ax.transAxes, fontsize=5, color="0.5")
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-90, 90)
     ax.set_aspect("equal")
     ax.set_xticks(np.arange(-180, 181, 30))
     ax.set_yticks(np.arange(-90, 91, 30))
