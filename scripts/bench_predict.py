@@ -121,19 +121,27 @@ def child_predict(args: argparse.Namespace) -> dict:
     with rasterio.open(args.input) as src:
         height, width = src.height, src.width
     options = PredictOptions(window=args.window, overlap=args.overlap, batch=args.batch, overwrite=True)
-    times: dict[str, list[float]] = {"bare_seconds": [], "pipeline_seconds": [], "seconds": []}
+    times: dict[str, list[tuple[float, float]]] = {"bare": [], "pipeline": [], "command": []}
     for _ in range(2 if args.bare else 1):
         if args.bare:
-            times["bare_seconds"].append(bare_forward(ckpt, height, width, args.window, args.batch))
-            times["pipeline_seconds"].append(pipeline(ckpt, Path(args.input), Path(args.out), options))
-        started = time.perf_counter()
-        predict_maps(ckpt, Path(args.input), Path(args.out), options)
-        times["seconds"].append(time.perf_counter() - started)
-    return {"pixels": height * width, **{k: min(v) if v else None for k, v in times.items()}}
+            times["bare"].append(bare_forward(ckpt, height, width, args.window, args.batch))
+            times["pipeline"].append(pipeline(ckpt, Path(args.input), Path(args.out), options))
+        times["command"].append(clocked(predict_maps, ckpt, Path(args.input), Path(args.out), options))
+    best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in times.items() if v}
+    return {"pixels": height * width, **{f"{k}_wall": w for k, (w, _) in best.items()},
+            **{f"{k}_cpu": c for k, (_, c) in best.items()}}
 
 
-def pipeline(ckpt: dict, path: Path, out: Path, options) -> float:
-    """Seconds of the sliding window alone: strips predicted and written as the two GeoTIFFs."""
+def clocked(fn, *args) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, all threads) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn(*args)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def pipeline(ckpt: dict, path: Path, out: Path, options) -> tuple[float, float]:
+    """(wall, CPU) seconds of the sliding window alone: strips predicted and written as the two
+    GeoTIFFs (model built and scene opened before the clock, as for the bare forward pass)."""
     import warnings
     import rasterio
     from landmeta.inference.maps import GDAL_CACHE_MB, _write_rasters
@@ -145,16 +153,16 @@ def pipeline(ckpt: dict, path: Path, out: Path, options) -> float:
     with open_scene(path, list(ckpt["bands"])) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         strips = predict_strips(scene, wm, window, overlap, options.batch)
         _write_rasters(scene, strips, out / "pipeline_classes.tif", out / "pipeline_confidence.tif",
                        legend_of(ckpt), {})
-        return time.perf_counter() - started
+        return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def bare_forward(ckpt: dict, height: int, width: int, window: int, batch: int) -> float:
-    """Seconds for the model alone over height x width pixels: non-overlapping windows of the same
-    sizes predict uses (last ones cut the same way), batched alike, inputs already in memory."""
+def bare_forward(ckpt: dict, height: int, width: int, window: int, batch: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of the model alone over height x width pixels: non-overlapping windows of
+    the sizes predict uses (last ones cut the same way), batched alike, inputs already in memory."""
     import torch
     from landmeta.inference.mapping import window_model
     from landmeta.inference.predict import _batches, window_layout
@@ -164,12 +172,11 @@ def bare_forward(ckpt: dict, height: int, width: int, window: int, batch: int) -
     groups = [(h, xs[g[0]][1], len(g)) for _, h in ys for g in _batches(xs, batch)]
     bands = len(ckpt["bands"])
     inputs = {(h, w, n): torch.randn(n, bands, wm.model_size(h), wm.model_size(w)) for h, w, n in set(groups)}
+    wall, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():
-        wm.model(inputs[groups[0]])  # warm-up, as predict's first window is not timed apart either
-        started = time.perf_counter()
         for key in groups:
             torch.softmax(wm.model(inputs[key]), dim=1)
-    return time.perf_counter() - started
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def run_child(kind: str, threads: int, **kwargs: object) -> dict:
@@ -189,7 +196,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2048, 4096, 10000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096, 10000],
+                        help="raster sides of the memory sweep (none: skip it)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     for name in ("ckpt", "support", "out", "input"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -226,19 +234,19 @@ def main() -> None:
         alone = run_child("predict", args.threads, **common)
         r = run_child("predict", args.threads, bare=True, **common)
         mp = r["pixels"] / 1e6
-        print(f"predict {label}: {alone['seconds']:.1f} s, peak RSS {alone['peak_rss_mb']:.0f} MB; "
-              f"side by side (best of 2): bare forward {r['bare_seconds']:.1f} s "
-              f"({mp / r['bare_seconds']:.3f} MP/s), sliding window {r['pipeline_seconds']:.1f} s "
-              f"({mp / r['pipeline_seconds']:.3f} MP/s, ratio {r['bare_seconds'] / r['pipeline_seconds']:.2f}), "
-              f"whole command {r['seconds']:.1f} s ({mp / r['seconds']:.3f} MP/s, "
-              f"ratio {r['bare_seconds'] / r['seconds']:.2f})")
+        print(f"predict {label}: {alone['command_wall']:.1f} s, peak RSS {alone['peak_rss_mb']:.0f} MB")
+        for clock in ("wall", "cpu"):
+            bare, pipe, whole = r[f"bare_{clock}"], r[f"pipeline_{clock}"], r[f"command_{clock}"]
+            print(f"  side by side, best of 2, {clock} time: bare forward {bare:.1f} s ({mp / bare:.3f} MP/s); "
+                  f"sliding window {pipe:.1f} s ({mp / pipe:.3f} MP/s, ratio {bare / pipe:.2f}); "
+                  f"whole command {whole:.1f} s ({mp / whole:.3f} MP/s, ratio {bare / whole:.2f})")
 
     small = make_checkpoint(work / "rgb_x4.pt", RGB, 6, 64, 256)  # trained on 256-px chips resized to 64
     for size in args.sizes:
         scene = write_scene(work / f"rgb_{size}.tif", size, 3, "uint8")
         r = run_child("predict", args.threads, ckpt=small, input=scene, out=work / "maps", window=args.window,
                       overlap=args.overlap, batch=args.batch)
-        print(f"memory sweep {size}²: {r['seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
+        print(f"memory sweep {size}²: {r['command_wall']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB")
         scene.unlink()
 
 

@@ -152,9 +152,8 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     palette = np.zeros((256, 4), dtype=np.uint8)
     palette[:len(legend.colors), :3] = legend.colors
     palette[:len(legend.colors), 3] = 255
-    image, _ = scene.overview(PREVIEW_SIDE)
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
-    axes[0].imshow(_natural_colour(image, scene.bands))
+    axes[0].imshow(_stretch(scene.overview(PREVIEW_SIDE, natural_colour_bands(scene.bands))))
     axes[0].set_title(f"{scene.name} (input)")
     axes[1].imshow(palette[classes], interpolation="nearest")
     axes[1].set_title("predicted classes")
@@ -170,18 +169,20 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     plt.close(fig)
 
 
-def _natural_colour(image: np.ndarray, bands: list[str]) -> np.ndarray:
-    """(C, H, W) -> (H, W, 3) in 0..1: red/green/blue bands if named (S2 B4/B3/B2), else the first bands."""
+def natural_colour_bands(bands: list[str]) -> list[int]:
+    """Positions of red, green, blue (S2 B4/B3/B2 or named RGB), else the first three bands (or one)."""
     names = [canonical_band(b) for b in bands]
     for rgb in (("B4", "B3", "B2"), ("RED", "GREEN", "BLUE"), ("R", "G", "B")):
         if all(n in names for n in rgb):
-            picked = image[[names.index(n) for n in rgb]]
-            break
-    else:
-        picked = image[:3] if len(image) >= 3 else np.repeat(image[:1], 3, axis=0)
-    finite = picked[np.isfinite(picked)]
+            return [names.index(n) for n in rgb]
+    return [0, 1, 2] if len(bands) >= 3 else [0, 0, 0]
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    """(3, H, W) -> (H, W, 3) in 0..1 with a 2-98 % percentile stretch."""
+    finite = image[np.isfinite(image)]
     lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
-    scaled = np.clip((picked - lo) / max(hi - lo, 1e-6), 0, 1)
+    scaled = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
     return np.nan_to_num(scaled).transpose(1, 2, 0)
 
 

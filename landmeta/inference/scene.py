@@ -93,21 +93,27 @@ class Scene:
         except (RasterioError, OSError) as exc:
             raise DataError(f"{src.name}: cannot read pixels ({_first_line(exc)})") from exc
 
-    def overview(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
-        """The whole scene decimated to at most `max_side` pixels a side (for quick-looks)."""
+    def overview(self, max_side: int, positions: list[int]) -> np.ndarray:
+        """Bands `positions` of the whole scene decimated to at most `max_side` pixels a side, physical
+        units (for quick-looks; one decimated read per file)."""
         factor = max(1, int(np.ceil(max(self.height, self.width) / max_side)))
         shape = (max(1, self.height // factor), max(1, self.width // factor))
-        image = np.empty((len(self.sources), *shape), dtype=np.float32)
+        image = np.empty((len(positions), *shape), dtype=np.float32)
         full = Window(0, 0, self.width, self.height)
-        for i, (src, band) in enumerate(self.sources):
+        groups: dict[int, list[int]] = {}
+        for k, i in enumerate(positions):
+            groups.setdefault(id(self.sources[i][0]), []).append(k)
+        for ks in groups.values():
+            src = self.sources[positions[ks[0]]][0]
+            bands = [self.sources[positions[k]][1] for k in ks]
             try:
-                bounds = rasterio.windows.bounds(full, self.transform)
-                window = full if src.transform == self.transform else from_bounds(*bounds, transform=src.transform)
-                raw = src.read(band, window=window, out_shape=shape, resampling=Resampling.nearest)
+                window = full if src.transform == self.transform else \
+                    from_bounds(*rasterio.windows.bounds(full, self.transform), transform=src.transform)
+                raw = src.read(bands, window=window, out_shape=(len(bands), *shape), resampling=Resampling.nearest)
             except (RasterioError, OSError) as exc:
                 raise DataError(f"{src.name}: cannot read pixels ({_first_line(exc)})") from exc
-            image[i] = to_physical(raw)
-        return image, np.isfinite(image).all(axis=0)
+            image[ks] = to_physical(raw)
+        return image
 
     def close(self) -> None:
         for src in {id(s): s for s, _ in self.sources}.values():
