@@ -1,6 +1,7 @@
 """Benchmark of the MAML core: meta-step time against plain training passes, and peak memory, per k.
 
-For k = 1..K inner steps it times, side by side and interleaved in one process:
+For k = 1..K inner steps it times (CPU time of the process on CPU, wall time on CUDA), side by
+side and interleaved in one process:
   * a second-order meta-step (`landmeta.meta.maml.meta_step`, one task),
   * a first-order meta-step,
   * the baseline: k forward+backward passes over the support batch plus one over the query batch
@@ -74,11 +75,14 @@ def meta(model: torch.nn.Module, task, k: int, first_order: bool) -> None:
 
 
 def timed(fn, device: torch.device) -> float:
+    """Seconds of `fn`: CPU time of this process on CPU (less sensitive to other processes on a
+    shared machine than wall time; with one torch thread it is the compute time), wall time on CUDA."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     sync(device)
-    start = time.perf_counter()
+    start = clock()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def time_ratios(name: str, max_k: int, repeats: int, device: torch.device) -> list[dict]:
@@ -107,7 +111,7 @@ def rss_mib() -> float:
 
 
 def peak_memory(name: str, k: int, mode: str, device: torch.device) -> float:
-    """MiB of peak memory above the state before the step, over 3 repetitions of `mode`.
+    """MiB of peak memory above the state before the first step, over 3 repetitions of `mode`.
 
     CPU: the resident set size sampled every 0.2 ms by a thread (torch releases the GIL in its
     kernels); CUDA: `torch.cuda.max_memory_allocated`.
@@ -116,8 +120,8 @@ def peak_memory(name: str, k: int, mode: str, device: torch.device) -> float:
     model.train()
     fn = {"base": lambda: baseline(model, task, k), "so": lambda: meta(model, task, k, False),
           "fo": lambda: meta(model, task, k, True)}[mode]
-    fn()  # first call allocates lazily initialised buffers
     if device.type == "cuda":
+        fn()  # first call allocates lazily initialised buffers
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         for _ in range(3):
