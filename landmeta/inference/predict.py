@@ -163,7 +163,9 @@ def _forward(wm: WindowModel, image: np.ndarray, windows: list[tuple[int, int]])
     """Class probabilities (n, K, h, w) of same-sized windows (offset, width) of an image strip."""
     h, w = image.shape[1], windows[0][1]
     x = normalise(image, wm.mean, wm.std)
-    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)  # nodata -> the band mean
+    nodata = np.isnan(x)
+    if nodata.any():
+        x[nodata] = 0.0  # nodata -> the band mean
     tiles = torch.from_numpy(np.stack([x[:, :, c:c + w] for c, _ in windows]))
     size = (wm.model_size(h), wm.model_size(w))
     if size != (h, w):  # as training chips were resized: area to shrink, bilinear to grow

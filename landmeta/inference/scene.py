@@ -69,11 +69,13 @@ class Scene:
             raw = self._read_bands(src, [self.sources[i][1] for i in positions], inner)
             if src.nodata is not None:
                 valid &= (raw != src.nodata).all(axis=0)  # a pixel is nodata where any band is
+            if raw.dtype.kind == "f":
+                valid &= np.isfinite(raw).all(axis=0)
             image[positions] = to_physical(raw)
-        valid &= np.isfinite(image).all(axis=0)
         if self.alpha is not None:
             valid &= self._read_bands(self.alpha[0], [self.alpha[1]], inner)[0] > 0
-        image[:, ~valid] = np.nan
+        if not valid.all():
+            image[:, ~valid] = np.nan
         pad = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
         if any(p for pair in pad for p in pair):
             image = np.pad(image, ((0, 0), *pad), mode="symmetric")
