@@ -5,9 +5,9 @@ random init, fine-tuned with steps, learning rate and layers chosen on meta-val 
 a random forest on band values; nearest-class prototypes on each checkpoint's features; and 0-shot
 prediction where a network's head covers the store's classes.
 
-Label spaces: classification predicts the task's N local classes; segmentation networks predict
-the argmax over the task's classes (`Task.classes`), the random forest and the prototypes the
-classes of the support set.
+Label spaces: classification predicts the task's N local classes; for segmentation every method
+predicts among the classes labelled in the support set (all classes at 0-shot) — the query's
+classes are never looked at.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class Evaluator:
             logits = model(xq)
         if self.kind == "classification":
             return logits.argmax(1).numpy()
-        index = torch.as_tensor(classes)
+        index = support_classes(ys, self.store.num_classes, self.store.ignore_index)
         return index[logits[:, index].argmax(1)].numpy()
 
     def _finetuned(self, method: Method, xs: Tensor, ys: Tensor, classes: list[int], seed: int,
@@ -162,6 +162,15 @@ class Evaluator:
         labels = list(range(len(task.classes))) if self.kind == "classification" else None
         return task_metrics(self.kind, y_query.numpy(), pred, self.store.ignore_index, labels=labels)
 
+
+
+def support_classes(ys: Tensor, num_classes: int, ignore_index: int) -> Tensor:
+    """Classes a segmentation network may predict: those labelled in the support set (all at 0-shot).
+
+    This is what a user adapting to a new region knows; the query's classes are never looked at.
+    """
+    labelled = ys[ys != ignore_index]
+    return torch.unique(labelled) if labelled.numel() else torch.arange(num_classes)
 
 
 def finetune_grid(config: Config) -> list[dict[str, Any]]:
