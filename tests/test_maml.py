@@ -9,8 +9,8 @@ import torch
 
 from landmeta.config import Config, MetaConfig, ModelConfig, config_to_dict
 from landmeta.meta.adapt import adapt
-from landmeta.meta.maml import (InnerRates, adapted_names, build_rates, forward, inner_loop, meta_step,
-                                model_state, step_weights, task_loss)
+from landmeta.meta.maml import (InnerRates, adapted_names, build_rates, forward, head_rows, inner_loop,
+                                meta_step, model_state, step_weights, task_loss)
 from landmeta.models import build_model
 
 
@@ -199,3 +199,27 @@ def test_segmentation_loss_ignores_255_and_empty_masks_give_zero() -> None:
     y[0, 0, 0] = 1
     expected = torch.nn.functional.cross_entropy(logits[:1, :, 0, 0], torch.tensor([1]))
     torch.testing.assert_close(task_loss(logits, y), expected)
+
+
+def test_global_head_rows_get_the_meta_gradient_of_the_task_head() -> None:
+    """With a global head, a task uses its classes' rows: the meta-step equals MAML on a model whose
+    head holds exactly those rows, and the other rows get no gradient."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="conv", width=4, depth=2), 3, 5, "classification").to(torch.float64)
+    rows = torch.tensor([4, 1, 3])
+    task = small_task()
+    cfg = MetaConfig(method="maml", inner_steps=2, inner_lr=0.3, meta_batch=1)
+    meta_step(model, build_rates(model, cfg), cfg, [task], outer_step=0, rows=[rows])
+    cut = copy.deepcopy(model)
+    cut.head = torch.nn.Linear(4, 3).to(torch.float64)
+    with torch.no_grad():
+        cut.head.weight.copy_(model.head.weight[rows])
+        cut.head.bias.copy_(model.head.bias[rows])
+    cut.zero_grad()
+    meta_step(cut, build_rates(cut, cfg), cfg, [task], outer_step=0)
+    assert torch.allclose(model.head.weight.grad[rows], cut.head.weight.grad)
+    assert torch.allclose(model.body[0].weight.grad, cut.body[0].weight.grad)
+    others = torch.tensor([0, 2])
+    assert model.head.weight.grad[others].abs().sum() == 0 and model.head.bias.grad[others].abs().sum() == 0
+    params, _ = model_state(model)
+    assert head_rows(params, "head", None) is params

@@ -66,6 +66,7 @@ def test_run_folder_contents(tiny_run: Path, store: Path) -> None:
     ("metasgd", []),
     ("anil", ["--set", "meta.inner_lr_mode=lslr"]),
     ("pretrain", []),
+    ("maml", ["--set", "meta.class_head=global", "--set", "meta.inner_lr_mode=lslr"]),
 ])
 def test_methods_train_and_adapt(method: str, extra: list[str], store: Path, tmp_path: Path) -> None:
     out = tmp_path / method
@@ -73,8 +74,8 @@ def test_methods_train_and_adapt(method: str, extra: list[str], store: Path, tmp
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["method"] == method
     assert (ckpt["inner_lrs"] is None) == (method == "pretrain")
-    if method == "pretrain":
-        assert ckpt["num_classes"] == ChipStore.open(store).num_classes  # pooled over all classes
+    if method == "pretrain" or "meta.class_head=global" in extra:
+        assert ckpt["num_classes"] == ChipStore.open(store).num_classes  # one output per store class
     model = model_from_checkpoint(ckpt)
     x, y = torch.randn(4, ckpt["in_channels"], 32, 32), torch.arange(4)
     adapted = adapt(ckpt, model, x, y, classes=(0, 2, 3, 5))

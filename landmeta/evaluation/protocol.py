@@ -164,6 +164,11 @@ class Evaluator:
 
 
 
+def global_class_head(ckpt: dict[str, Any]) -> bool:
+    """A MAML-family classifier meta-trained with one output per store class (`meta.class_head`)."""
+    return ckpt["task_kind"] == "classification" and ckpt["config"]["meta"].get("class_head") == "global"
+
+
 def support_classes(ys: Tensor, num_classes: int, ignore_index: int) -> Tensor:
     """Classes a segmentation network may predict: those labelled in the support set (all at 0-shot).
 
@@ -193,7 +198,8 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
         name = ckpt["method"] if family == "maml" else "pretrain"
         if any(m.name == name for m in runs):
             name = f"{name}-{Path(path).parent.name if Path(path).parent.name else len(runs)}"
-        zero = family == "pretrain" or (kind == "segmentation" and int(ckpt["num_classes"]) == store.num_classes)
+        zero = (family == "pretrain" or global_class_head(ckpt)
+                or (kind == "segmentation" and int(ckpt["num_classes"]) == store.num_classes))
         runs.append(Method(name, family, ckpt, model_from_checkpoint(ckpt), zero_shot=zero,
                            info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt["method"],
                                  "step": ckpt.get("step"), "provenance": ckpt.get("provenance"),
@@ -333,7 +339,8 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     probe = Evaluator(setup)  # validates every checkpoint against the store before anything is written
     methods = probe.methods
     for m in methods:
-        if kind == "classification" and m.family == "maml" and int(m.ckpt["num_classes"]) != t.n_way:
+        if (kind == "classification" and m.family == "maml" and not global_class_head(m.ckpt)
+                and int(m.ckpt["num_classes"]) != t.n_way):
             raise CheckpointError(f"{m.ckpt['path']}: a {m.ckpt['num_classes']}-way classifier; the tasks are "
                                   f"{t.n_way}-way (task.n_way)")
     task_lists = {s: load_or_create_tasks(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed)

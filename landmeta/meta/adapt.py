@@ -38,7 +38,7 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
     x_support = x_support.to(next(model.parameters()).device)
     y_support = y_support.to(x_support.device)
     if ckpt["task_kind"] == "classification":
-        _fit_head(model, method, y_support, classes)
+        _fit_head(model, method == "pretrain" or config.meta.class_head == "global", y_support, classes)
     if len(x_support) == 0:
         return model.eval()
     with torch.enable_grad():
@@ -53,11 +53,12 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
     return model.eval()
 
 
-def _fit_head(model: nn.Module, method: str, y: Tensor, classes: Sequence[int] | None) -> None:
-    """Size a pretrained global head to the task; check that any other head fits the labels."""
+def _fit_head(model: nn.Module, global_head: bool, y: Tensor, classes: Sequence[int] | None) -> None:
+    """Cut a global head (pretrained, or MAML with `class_head: global`) to the task's classes;
+    check that a task-local head fits the labels."""
     head: nn.Linear = model.head
     n_way = len(classes) if classes is not None else int(y.max()) + 1 if len(y) else head.out_features
-    if method == "pretrain" and n_way != head.out_features:
+    if global_head and (classes is not None or n_way != head.out_features):
         new = nn.Linear(head.in_features, n_way).to(head.weight.device)
         with torch.no_grad():
             if classes is not None:

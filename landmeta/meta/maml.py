@@ -51,6 +51,14 @@ def is_head(name: str, pattern: str) -> bool:
     return first in (pattern, f"segmentation_{pattern}")
 
 
+def head_rows(params: Params, head_pattern: str, rows: Tensor | None) -> Params:
+    """`params` with a global classification head cut to a task's class rows (differentiable, so
+    the meta-gradient reaches exactly those rows); unchanged when `rows` is None."""
+    if rows is None:
+        return params
+    return {n: p[rows] if is_head(n, head_pattern) else p for n, p in params.items()}
+
+
 def adapted_names(model: nn.Module, method: str, head_pattern: str = "head") -> list[str]:
     """Names of the parameters the inner loop changes for `method`."""
     names = [n for n, _ in model.named_parameters()]
@@ -151,15 +159,18 @@ class StepResult:
 
 def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
               tasks: list[tuple[Tensor, Tensor, Tensor, Tensor]], outer_step: int,
-              loss_fn: LossFn = task_loss) -> StepResult:
+              loss_fn: LossFn = task_loss, rows: list[Tensor] | None = None) -> StepResult:
     """Accumulate into `.grad` of the model's and the rates' parameters the meta-gradient of the
-    mean query loss over `tasks` (x_support, y_support, x_query, y_query). No optimiser step."""
-    params, buffers = model_state(model)
+    mean query loss over `tasks` (x_support, y_support, x_query, y_query). No optimiser step.
+
+    `rows` (one per task) cuts a global classification head to each task's classes."""
+    theta, buffers = model_state(model)
     names = adapted_names(model, cfg.method, cfg.head_pattern)
     first_order = use_first_order(cfg, outer_step)
     weights = step_weights(cfg.inner_steps, outer_step, cfg.multi_step_anneal, cfg.multi_step_loss)
     total, logits_out = 0.0, []
-    for xs, ys, xq, yq in tasks:
+    for index, (xs, ys, xq, yq) in enumerate(tasks):
+        params = head_rows(theta, cfg.head_pattern, rows[index] if rows is not None else None)
         phis = inner_loop(model, params, buffers, rates, names, xs, ys, cfg.inner_steps,
                           first_order, update_stats=True, loss_fn=loss_fn)
         loss = torch.zeros((), device=xq.device)
