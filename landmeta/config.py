@@ -84,7 +84,8 @@ class TrainConfig:
     early_stop_patience: int = 0  # validations without improvement; 0 = never stop early
     batch_size: int = 32  # pretraining batch size
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = False
+    amp: bool = False  # bf16 autocast on CUDA; pretraining and first-order methods only
+    compile: bool = False  # torch.compile the model for pretraining
 
 
 @dataclass

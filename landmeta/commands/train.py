@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from landmeta.commands import add_config_args
-from landmeta.config import load_config
-from landmeta.errors import ConfigError
+from landmeta.config import Config, load_config
+from landmeta.errors import ConfigError, TrainingError
 
 METHODS = ["maml", "fomaml", "metasgd", "anil", "boil", "pretrain"]
 
@@ -25,11 +25,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="continue the run in --out from last.pt (config defaults to its config.yaml)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--nproc", type=int, default=1,
+                        help="processes on this machine (re-runs itself through torch.distributed.run; "
+                             "for several nodes use torchrun directly, see docs/distributed.md)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from landmeta.meta.trainer import train  # torch and smp load only when training
+    from landmeta.meta import distributed as dd  # torch and smp load only when training
+    from landmeta.meta.trainer import train
 
     config_path = args.config
     if config_path is None:
@@ -42,7 +46,29 @@ def run(args: argparse.Namespace) -> int:
     if args.device:
         overrides.append(f"train.device={args.device}")
     config = load_config(config_path, overrides)
+    if args.nproc != 1:
+        return _launch(args, config, config_path, overrides)
     result = train(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
-    best = "n/a" if result.best_val is None else f"{result.best_val:.4f}"
-    print(f"{result.status} at step {result.step}: best validation {best}; run in {result.out}")
+    if dd.world_from_env().main:
+        best = "n/a" if result.best_val is None else f"{result.best_val:.4f}"
+        print(f"{result.status} at step {result.step}: best validation {best}; run in {result.out}")
     return 130 if result.status == "interrupted" else 0
+
+
+def _launch(args: argparse.Namespace, config: Config, config_path: Path | str,
+            overrides: list[str]) -> int:
+    """`--nproc N`: the same command in N processes under torch.distributed.run."""
+    from landmeta.meta import distributed as dd
+
+    world = dd.World(0, args.nproc, 0)
+    dd.check_split(config.meta.meta_batch, config.train.batch_size, config.meta.method == "pretrain", world)
+    argv = ["train", "--config", str(config_path), "--data", str(args.data), "--out", str(args.out)]
+    argv += [a for o in overrides for a in ("--set", o)]
+    argv += ["--resume"] * args.resume + ["--no-progress"] * args.no_progress
+    code = dd.launch(argv, args.nproc)
+    if code != 0:
+        last = args.out / "last.pt"
+        kept = f"the last checkpoint {last} is intact" if last.exists() else "no checkpoint was written"
+        raise TrainingError(f"{args.out}: a training process failed (exit status {code}; torchrun stopped the "
+                            f"others, see the messages above); {kept}, continue with --resume")
+    return 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import random
 import signal
 import time
@@ -31,11 +32,13 @@ from landmeta.errors import CheckpointError, ConfigError, OutputExistsError, Tra
 from landmeta.evaluation.metrics import metric_names, task_metrics
 from landmeta.io import atomic_write_json, atomic_write_text, code_version, provenance
 from landmeta.meta.adapt import adapt
+from landmeta.meta import distributed as dd
 from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
 from landmeta.meta.maml import MAML_METHODS, InnerRates, build_rates, meta_step, task_loss
 from landmeta.models import build_model
 
 METRICS_FIELDS = ["step", "loss", "train_metric", "val_metric", "lr", "seconds"]
+STOPS = ["done", "early-stopped", "interrupted"]  # run statuses, in order of precedence across ranks
 RESUMABLE_CHANGES = ("train.", "meta.steps", "eval.")  # config keys a resumed run may change
 
 
@@ -110,6 +113,19 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device cuda asked for, but no CUDA device is available")
     return torch.device(name)
+
+
+def _check_precision(config: Config, device: torch.device) -> None:
+    """ConfigError for train.amp or train.compile where they are not validated: mixed precision only for
+    pretraining and first-order methods on CUDA; compilation only for the pretraining forward pass."""
+    method = config.meta.method
+    first_order = method == "fomaml" or (config.meta.first_order and method in MAML_METHODS)
+    if config.train.amp and device.type == "cuda" and not (method == "pretrain" or first_order):
+        raise ConfigError(f"train.amp is validated only for pretrain and first-order methods, not {method} "
+                          f"(set meta.first_order=true or train.amp=false)")
+    if config.train.compile and method != "pretrain":
+        raise ConfigError(f"train.compile applies to pretraining only (the MAML family runs the model "
+                          f"through torch.func.functional_call), not {method}")
 
 
 def headline(kind: str, logits: Tensor, y: Tensor) -> float:
@@ -193,18 +209,33 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def train(config: Config, data: str | Path, out: str | Path, resume: bool = False,
           progress: bool = False) -> TrainResult:
-    """Train `config.meta.method` on the store `data`, writing the run folder `out`."""
-    out = Path(out)
+    """Train `config.meta.method` on the store `data`, writing the run folder `out`.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this: the batch is split across ranks,
+    gradients are averaged (landmeta.meta.distributed) and only rank 0 validates and writes.
+    """
+    world = dd.world_from_env()
+    device = dd.device_for(world, resolve_device(config.train.device))
+    dd.init(world, device)
+    try:
+        return _train(config, data, Path(out), resume, progress, world, device)
+    finally:
+        dd.shutdown()
+
+
+def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: bool,
+           world: dd.World, device: torch.device) -> TrainResult:
     store = ChipStore.open(data)
     ckpt = None
     if resume:
         ckpt = load_checkpoint(out / "last.pt")
         _check_resumable(ckpt, config)
-    elif out.exists() and any(out.iterdir()):
+    elif world.main and out.exists() and any(out.iterdir()):
         raise OutputExistsError(f"{out}: run folder exists and is not empty (use --resume to continue it)")
     setup = prepare(config, store)
-    device = resolve_device(config.train.device)
     method, meta = config.meta.method, config.meta
+    dd.check_split(meta.meta_batch, config.train.batch_size, method not in MAML_METHODS, world)
+    _check_precision(config, device)
     model = new_model(config, setup).to(device)
     rates = build_rates(model, meta).to(device) if method in MAML_METHODS else None
     trained = list(model.parameters()) + ([] if rates is None else list(rates.parameters()))
@@ -223,41 +254,53 @@ def train(config: Config, data: str | Path, out: str | Path, resume: bool = Fals
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise CheckpointError(f"{ckpt['path']}: cannot resume from it ({exc.__class__.__name__}: "
                                   f"{str(exc).splitlines()[0] if str(exc) else 'missing state'})") from exc
-        _truncate_metrics(out / "metrics.csv", start)
+        if world.main:
+            _truncate_metrics(out / "metrics.csv", start)
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out / "config.yaml", dump_config(config))
-        atomic_write_json(out / "run.json", {"seed": config.seed, "method": method, "data": str(store.path),
-                                             "version": code_version(), "provenance": provenance()})
+        if world.main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "config.yaml", dump_config(config))
+            atomic_write_json(out / "run.json", {"seed": config.seed, "method": method, "data": str(store.path),
+                                                 "version": code_version(), "provenance": provenance(),
+                                                 "processes": world.size})
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
     val_tasks = load_or_create_tasks(store, "val", setup.kind, config.task.n_way, config.task.k_shot,
-                                     config.task.q_query, config.task.val_tasks, config.seed)
+                                     config.task.q_query, config.task.val_tasks, config.seed) if world.main else []
     eval_batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=False)
-    step_fn = _maml_step(config, setup, model, rates, device) if rates is not None else \
-        _pretrain_step(config, setup, model, device)
+    forward_model = torch.compile(model) if config.train.compile else model
+    step_fn = _maml_step(config, setup, model, rates, device, world) if rates is not None else \
+        _pretrain_step(config, setup, forward_model, device, world)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and device.type == "cuda" \
         else nullcontext()
-    board = _tensorboard(out)
-    bar = _bar(progress, meta.steps, start)
+    board = _tensorboard(out) if world.main else None
+    bar = _bar(progress and world.main, meta.steps, start)
 
     def save(path: Path, step: int) -> None:
-        save_checkpoint(path, checkpoint_payload(
-            config, setup, method, model, rates, step, optimizer=optimiser.state_dict(),
-            scheduler=scheduler.state_dict(), rng=_rng_state(), best_val=best, stale=stale))
+        if world.main:
+            save_checkpoint(path, checkpoint_payload(
+                config, setup, method, model, rates, step, optimizer=optimiser.state_dict(),
+                scheduler=scheduler.state_dict(), rng=_rng_state(), best_val=best, stale=stale,
+                processes=world.size))
+        dd.barrier(world)
 
     status, step = "done", start
     started = time.perf_counter()
-    with _Interrupt() as interrupt, open(out / "metrics.csv", "a", newline="") as fh:
+    dd.barrier(world)  # rank 0 has checked and created the run folder
+    metrics_file = open(out / "metrics.csv", "a", newline="") if world.main else open(os.devnull, "w")
+    with _Interrupt() as interrupt, metrics_file as fh:
         writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
-        if fh.tell() == 0:
+        if world.main and fh.tell() == 0:
             writer.writeheader()
         for step in range(start + 1, meta.steps + 1):
             model.train()
             optimiser.zero_grad(set_to_none=True)
+            buffers = {k: v.clone() for k, v in model.named_buffers()} if world.active else {}
             with amp:
                 loss, metric = step_fn(step - 1)
+            dd.reduce_gradients(trained, world)
+            dd.reduce_buffers(model, buffers, world)
             norm = float(nn.utils.clip_grad_norm_(trained, meta.grad_clip))
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 last = out / "last.pt"
@@ -269,7 +312,7 @@ def train(config: Config, data: str | Path, out: str | Path, resume: bool = Fals
             scheduler.step()
             row = {"step": step, "loss": loss, "train_metric": metric, "val_metric": "",
                    "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
-            if step % config.train.val_every == 0 or step == meta.steps:
+            if (step % config.train.val_every == 0 or step == meta.steps) and world.main:
                 val = validate(checkpoint_payload(config, setup, method, model, rates, step), model,
                                val_tasks, eval_batches, device)
                 row["val_metric"] = val
@@ -286,6 +329,7 @@ def train(config: Config, data: str | Path, out: str | Path, resume: bool = Fals
             _log(board, bar, row)
             if interrupt.flag:
                 status = "interrupted"
+            status = STOPS[dd.agree(STOPS.index(status), world)]  # rank 0 decides early stops
             if step % config.train.ckpt_every == 0 or step == meta.steps or status != "done":
                 save(out / "last.pt", step)
             if status != "done":
@@ -298,26 +342,32 @@ def train(config: Config, data: str | Path, out: str | Path, resume: bool = Fals
 
 
 def _maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates,
-               device: torch.device) -> Callable[[int], tuple[float, float]]:
+               device: torch.device, world: dd.World) -> Callable[[int], tuple[float, float]]:
+    """Task i of outer step `index` comes from a generator seeded by (seed, index, i), so each rank
+    draws only its own tasks (i = rank, rank + N, ...)."""
     task = config.task
 
     def step(index: int) -> tuple[float, float]:
-        rng = np.random.default_rng([config.seed, index])
         batch, truths = [], []
-        for _ in range(config.meta.meta_batch):
+        for i in dd.my_share(config.meta.meta_batch, world):
+            rng = np.random.default_rng([config.seed, index, i])
             drawn = sample_task(setup.store, "train", setup.kind, rng, task.n_way, task.k_shot, task.q_query)
             t = setup.batches.task_tensors(drawn, rng)
-            batch.append(tuple(v.to(device) for v in (t.x_support, t.y_support, t.x_query, t.y_query)))
+            batch.append(tuple(dd.to_device(v, device) for v in (t.x_support, t.y_support, t.x_query, t.y_query)))
             truths.append(t.y_query)
         result = meta_step(model, rates, config.meta, batch, index)
-        metric = np.nanmean([headline(setup.kind, lg, y) for lg, y in zip(result.logits, truths)])
-        return result.loss, float(metric)
+        metric_sum, metric_count = dd.mean_over_ranks(
+            [headline(setup.kind, lg, y) for lg, y in zip(result.logits, truths)], world)
+        loss_sum, _ = dd.mean_over_ranks([result.loss], world)
+        return loss_sum / world.size, metric_sum / metric_count if metric_count else float("nan")
 
     return step
 
 
-def _pretrain_step(config: Config, setup: Setup, model: nn.Module,
-                   device: torch.device) -> Callable[[int], tuple[float, float]]:
+def _pretrain_step(config: Config, setup: Setup, model: nn.Module, device: torch.device,
+                   world: dd.World) -> Callable[[int], tuple[float, float]]:
+    """The batch of outer step `index` is drawn from a generator seeded by (seed, index); rank r
+    takes its chips r, r+N, ... (BatchNorm then sees each rank's share, as in data-parallel training)."""
     store = setup.store
     pool = store.chips[store.chips["region"].isin(store.regions_in("train"))]
     if setup.kind == "classification":
@@ -329,11 +379,13 @@ def _pretrain_step(config: Config, setup: Setup, model: nn.Module,
     def step(index: int) -> tuple[float, float]:
         rng = np.random.default_rng([config.seed, index])
         idx = np.sort(rng.choice(chips, size=min(config.train.batch_size, len(chips)), replace=False))
-        x, y = setup.batches.chip_tensors(idx, setup.kind, rng)
-        logits = model(x.to(device))
-        loss = task_loss(logits, y.to(device))
+        x, y = setup.batches.chip_tensors(idx[world.rank::world.size], setup.kind, rng)
+        logits = model(dd.to_device(x, device))
+        loss = task_loss(logits, dd.to_device(y, device))
         loss.backward()
-        return loss.item(), headline(setup.kind, logits.detach(), y)
+        loss_sum, _ = dd.mean_over_ranks([loss.item()], world)
+        metric_sum, metric_count = dd.mean_over_ranks([headline(setup.kind, logits.detach(), y)], world)
+        return loss_sum / world.size, metric_sum / metric_count if metric_count else float("nan")
 
     return step
 
