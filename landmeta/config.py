@@ -73,6 +73,8 @@ class MetaConfig:
     grad_clip: float = 10.0
     steps: int = 200
     head_pattern: str = "head"  # first name component of the head (also matches smp's segmentation_head)
+    class_head: Literal["task", "global"] = "task"  # classification: N task-local outputs, or one per
+    # store class with each task using its classes' rows (the class identities carry over regions)
 
 
 @dataclass

@@ -34,7 +34,7 @@ from landmeta.io import atomic_write_json, atomic_write_text, code_version, prov
 from landmeta.meta.adapt import adapt
 from landmeta.meta import distributed as dd
 from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
-from landmeta.meta.maml import MAML_METHODS, InnerRates, build_rates, meta_step, task_loss
+from landmeta.meta.maml import MAML_METHODS, InnerRates, build_rates, meta_step, rate_mode, task_loss
 from landmeta.models import build_model
 
 METRICS_FIELDS = ["step", "loss", "train_metric", "val_metric", "lr", "seconds"]
@@ -72,7 +72,11 @@ def prepare(config: Config, store: ChipStore) -> Setup:
                           f"{store.num_classes} classes")
     if method in MAML_METHODS and config.meta.inner_steps < 1:
         raise ConfigError(f"meta.inner_steps must be >= 1 for {method}, got {config.meta.inner_steps}")
-    pooled = kind == "segmentation" or method == "pretrain"
+    global_head = kind == "classification" and config.meta.class_head == "global"
+    if global_head and method in MAML_METHODS and rate_mode(config.meta) == "metasgd":
+        raise ConfigError("meta.class_head=global does not combine with per-parameter (Meta-SGD) rates; "
+                          "use inner_lr_mode fixed or lslr")
+    pooled = kind == "segmentation" or method == "pretrain" or global_head
     return Setup(store, batches, kind, store.num_classes if pooled else config.task.n_way)
 
 
@@ -348,14 +352,16 @@ def _maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates
     task = config.task
 
     def step(index: int) -> tuple[float, float]:
-        batch, truths = [], []
+        batch, truths, rows = [], [], []
         for i in dd.my_share(config.meta.meta_batch, world):
             rng = np.random.default_rng([config.seed, index, i])
             drawn = sample_task(setup.store, "train", setup.kind, rng, task.n_way, task.k_shot, task.q_query)
             t = setup.batches.task_tensors(drawn, rng)
             batch.append(tuple(dd.to_device(v, device) for v in (t.x_support, t.y_support, t.x_query, t.y_query)))
             truths.append(t.y_query)
-        result = meta_step(model, rates, config.meta, batch, index)
+            rows.append(torch.as_tensor(drawn.classes, device=device))
+        global_head = setup.kind == "classification" and config.meta.class_head == "global"
+        result = meta_step(model, rates, config.meta, batch, index, rows=rows if global_head else None)
         metric_sum, metric_count = dd.mean_over_ranks(
             [headline(setup.kind, lg, y) for lg, y in zip(result.logits, truths)], world)
         loss_sum, _ = dd.mean_over_ranks([result.loss], world)
