@@ -3,9 +3,11 @@ writes alone, a killed rank ends the run with the last checkpoint intact, resume
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -68,7 +70,8 @@ def test_meta_batch_must_divide(store: Path, tmp_path: Path, capsys: pytest.Capt
 
 
 @pytest.mark.slow
-def test_rank_death_resume_and_parity_with_one_process(store: Path, tmp_path: Path) -> None:
+def test_rank_death_resume_and_parity_with_one_process(store: Path, tmp_path: Path,
+                                                       capfd: pytest.CaptureFixture) -> None:
     steps, run, reference = 16, tmp_path / "run", tmp_path / "reference"
     # 1. A rank killed mid-run ends the whole run with a clear message; last.pt stays readable.
     proc = launch(store, run, steps)
@@ -86,11 +89,11 @@ def test_rank_death_resume_and_parity_with_one_process(store: Path, tmp_path: Pa
 
     # 2. Resumed with two processes, and (a copy) with one: both end where the single-process run ends.
     shutil.copytree(run, tmp_path / "one")
-    proc = launch(store, run, steps, "--resume")
-    assert main(args(store, tmp_path / "one", steps, "--resume")) == 0  # another world size
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    capfd.readouterr()
+    assert in_two_processes(args(store, run, steps, "--resume")) == [0, 0]
+    out = capfd.readouterr().out
     assert out.count(f"done at step {steps}") == 1  # printed by rank 0 only
+    assert main(args(store, tmp_path / "one", steps, "--resume")) == 0  # another world size
     assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in reference.iterdir())
     expected = pd.read_csv(reference / "metrics.csv")
     for folder in (run, tmp_path / "one"):
@@ -99,6 +102,30 @@ def test_rank_death_resume_and_parity_with_one_process(store: Path, tmp_path: Pa
         # The first steps agree to rounding; Adam then amplifies the rounding of a sum taken in another order.
         pd.testing.assert_series_equal(metrics["loss"], expected["loss"], rtol=1e-4)
         assert_close(params(reference / "last.pt"), params(folder / "last.pt"))
+
+
+def in_two_processes(argv: list[str]) -> list[int]:
+    """`landmeta <argv>` in two processes forked from this one (modules already imported), joined
+    as torchrun would join them (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT); their exit codes."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    context = multiprocessing.get_context("fork")
+    procs = [context.Process(target=_rank, args=(rank, port, argv)) for rank in range(2)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=120)
+    return [proc.exitcode for proc in procs]
+
+
+def _rank(rank: int, port: int, argv: list[str]) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    code = main(argv)
+    sys.stdout.flush()
+    os._exit(code)
 
 
 def _descendants(pid: int) -> list[int]:
