@@ -63,9 +63,14 @@ def test_task_split_is_by_global_index() -> None:
     assert list(my_share(4, World())) == [0, 1, 2, 3]
 
 
-def test_meta_batch_must_divide(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_batch_must_divide_by_process_count(store: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(args(store, tmp_path / "r", 2, "--nproc", "3")) == 2
     assert "meta.meta_batch=2 must divide by the number of processes (3)" in capsys.readouterr().err
+    assert main(args(store, tmp_path / "r", 2, "--nproc", "2", "--method", "pretrain",
+                     "--set", "train.batch_size=15")) == 2
+    assert "train.batch_size=15 must divide by the number of processes (2)" in capsys.readouterr().err
+    assert main(args(store, tmp_path / "r", 2, "--nproc", "0")) == 2
+    assert "number of processes must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

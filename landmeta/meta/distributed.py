@@ -74,6 +74,8 @@ def device_for(world: World, device: torch.device) -> torch.device:
 
 def check_split(meta_batch: int, batch_size: int, pooled: bool, world: World) -> None:
     """ConfigError unless the meta-batch (or the pretraining batch) divides evenly across ranks."""
+    if world.size < 1:
+        raise ConfigError(f"the number of processes must be >= 1, got {world.size}")
     if pooled and batch_size % world.size:
         raise ConfigError(f"train.batch_size={batch_size} must divide by the number of processes ({world.size})")
     if not pooled and meta_batch % world.size:
@@ -149,8 +151,6 @@ def barrier(world: World) -> None:
 def launch(argv: list[str], nproc: int) -> int:
     """Run `landmeta <argv>` in `nproc` processes on this machine through `torch.distributed.run`;
     returns its exit status (non-zero when any rank failed: torchrun then stops the others)."""
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be >= 1, got {nproc}")
     if "WORLD_SIZE" in os.environ:
         raise ConfigError("--nproc given inside a torchrun launch; use one or the other")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
