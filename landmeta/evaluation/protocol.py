@@ -5,9 +5,9 @@ random init, fine-tuned with steps, learning rate and layers chosen on meta-val 
 a random forest on band values; nearest-class prototypes on each checkpoint's features; and 0-shot
 prediction where a network's head covers the store's classes.
 
-Label spaces: classification predicts the task's N local classes; for segmentation every method
-predicts among the classes labelled in the support set (all classes at 0-shot) — the query's
-classes are never looked at.
+Label spaces: classification predicts the task's N classes; for segmentation the networks predict
+among all the store's classes (as a deployed map would), the random forest and the prototypes
+among the classes labelled in the support set. The query's classes are never looked at.
 """
 
 from __future__ import annotations
@@ -136,10 +136,7 @@ class Evaluator:
             model = self._finetuned(method, xs, ys, classes, seed, hp or {})
         with torch.no_grad():
             logits = model(xq)
-        if self.kind == "classification":
-            return logits.argmax(1).numpy()
-        index = support_classes(ys, self.store.num_classes, self.store.ignore_index)
-        return index[logits[:, index].argmax(1)].numpy()
+        return logits.argmax(1).numpy()
 
     def _finetuned(self, method: Method, xs: Tensor, ys: Tensor, classes: list[int], seed: int,
                    hp: dict[str, Any]) -> nn.Module:
@@ -167,15 +164,6 @@ class Evaluator:
 def global_class_head(ckpt: dict[str, Any]) -> bool:
     """A MAML-family classifier meta-trained with one output per store class (`meta.class_head`)."""
     return ckpt["task_kind"] == "classification" and ckpt["config"]["meta"].get("class_head") == "global"
-
-
-def support_classes(ys: Tensor, num_classes: int, ignore_index: int) -> Tensor:
-    """Classes a segmentation network may predict: those labelled in the support set (all at 0-shot).
-
-    This is what a user adapting to a new region knows; the query's classes are never looked at.
-    """
-    labelled = ys[ys != ignore_index]
-    return torch.unique(labelled) if labelled.numel() else torch.arange(num_classes)
 
 
 def finetune_grid(config: Config) -> list[dict[str, Any]]:
