@@ -13,15 +13,19 @@ step "generate the embedded default dataset"
 
 step "preprocess SEN12MS-layout tiles into a chip store"
 [ -f "$W/data/sen12ms/manifest.json" ] || landmeta preprocess sen12ms --root "$W/raw/sen12ms" \
-  --out "$W/data/sen12ms" --split-seed "$SEED"
+  --out "$W/data/sen12ms" --split-seed "$SEED" --downsample 2 --chip-size 64 --no-progress
 landmeta inspect "$W/data/sen12ms" --out "$W/data/sen12ms-inspect" > "$W/inspect.txt"
 
+train() {  # one process per core: MAML and pretraining side by side, one torch thread each
+  [ -f "$W/runs/$1-$2/best.pt" ] || OMP_NUM_THREADS=1 landmeta train --config "demo-$1" --method "$2" \
+    --data "$W/data/sen12ms" --out "$W/runs/$1-$2" --set seed="$SEED" --no-progress
+}
+
 for kind in cls seg; do
-  for method in maml pretrain; do
-    step "train $kind/$method"
-    [ -f "$W/runs/$kind-$method/best.pt" ] || landmeta train --config "demo-$kind" --method "$method" \
-      --data "$W/data/sen12ms" --out "$W/runs/$kind-$method" --set seed="$SEED"
-  done
+  step "train $kind: maml and pretrain"
+  train "$kind" maml & maml_pid=$!
+  train "$kind" pretrain & pretrain_pid=$!
+  wait "$maml_pid"; wait "$pretrain_pid"
   step "evaluate $kind on held-out regions"
   landmeta evaluate --data "$W/data/sen12ms" --runs "$W/runs/$kind-maml" "$W/runs/$kind-pretrain" \
     --split test --out "$W/results/$kind"
