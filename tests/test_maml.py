@@ -223,3 +223,14 @@ def test_global_head_rows_get_the_meta_gradient_of_the_task_head() -> None:
     assert model.head.weight.grad[others].abs().sum() == 0 and model.head.bias.grad[others].abs().sum() == 0
     params, _ = model_state(model)
     assert head_rows(params, "head", None) is params
+
+
+def test_random_init_head_is_never_cut_even_when_the_config_has_a_global_head() -> None:
+    """The random-init baseline built from a global-head MAML run's config has an N-way head."""
+    cfg = Config(model=ModelConfig(name="conv", width=4, depth=2), meta=MetaConfig(class_head="global"))
+    ckpt = {"config": config_to_dict(cfg), "method": "random", "task_kind": "classification"}
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 3, 4, "classification")
+    xs, ys = torch.randn(4, 3, 8, 8), torch.arange(4)
+    adapted = adapt(ckpt, model, xs, ys, steps=1, lr=0.01, classes=(6, 1, 3, 2))
+    assert adapted(xs).shape == (4, 4)

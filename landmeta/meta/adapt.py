@@ -38,7 +38,8 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
     x_support = x_support.to(next(model.parameters()).device)
     y_support = y_support.to(x_support.device)
     if ckpt["task_kind"] == "classification":
-        _fit_head(model, method == "pretrain" or config.meta.class_head == "global", y_support, classes)
+        global_head = method == "pretrain" or (method in MAML_METHODS and config.meta.class_head == "global")
+        _fit_head(model, global_head, y_support, classes)
     if len(x_support) == 0:
         return model.eval()
     with torch.enable_grad():
