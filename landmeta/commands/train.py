@@ -32,9 +32,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from landmeta.meta import distributed as dd  # torch and smp load only when training
-    from landmeta.meta.trainer import train
-
     config_path = args.config
     if config_path is None:
         if not args.resume:
@@ -48,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(config_path, overrides)
     if args.nproc != 1:
         return _launch(args, config, config_path, overrides)
+    from landmeta.meta import distributed as dd  # torch and smp load only when training
+    from landmeta.meta.trainer import train
+
     result = train(config, args.data, args.out, resume=args.resume, progress=not args.no_progress)
     if dd.world_from_env().main:
         best = "n/a" if result.best_val is None else f"{result.best_val:.4f}"
