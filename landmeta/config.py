@@ -167,14 +167,13 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key, source)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{source}: {key}: expected {_hint_name(hint)}, got {value!r}")
     if origin is Literal:
         if value not in args:
