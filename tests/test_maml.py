@@ -234,3 +234,22 @@ def test_random_init_head_is_never_cut_even_when_the_config_has_a_global_head() 
     xs, ys = torch.randn(4, 3, 8, 8), torch.arange(4)
     adapted = adapt(ckpt, model, xs, ys, steps=1, lr=0.01, classes=(6, 1, 3, 2))
     assert adapted(xs).shape == (4, 4)
+
+
+def test_adaptation_follows_learned_per_step_rates() -> None:
+    """LSLR rates are per step at test time too: a zero rate at step 0 leaves the first step idle."""
+    cfg = Config(model=ModelConfig(name="conv", width=4, depth=2),
+                 meta=MetaConfig(method="maml", inner_steps=2, inner_lr_mode="lslr", inner_lr=0.5))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 3, 3, "classification")
+    rates = build_rates(model, cfg.meta)
+    with torch.no_grad():
+        for rate in rates.rates.values():
+            rate[0] = 0.0
+    ckpt = {"config": config_to_dict(cfg), "method": "maml", "task_kind": "classification",
+            "inner_lrs": rates.state_dict()}
+    xs, ys, _, _ = small_task(torch.float32)
+    one = adapt(ckpt, model, xs, ys, steps=1)
+    two = adapt(ckpt, model, xs, ys, steps=2)
+    assert torch.equal(one.head.weight, model.head.weight)
+    assert not torch.equal(two.head.weight, model.head.weight)

@@ -85,8 +85,8 @@ def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y
     params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
     phi = params
-    for _ in range(steps):  # one step at a time keeps no graph between steps
-        phi = inner_loop(model, phi, buffers, rates, names, x, y, 1, first_order=True)[0]
+    for step in range(steps):  # one step at a time keeps no graph between steps
+        phi = inner_loop(model, phi, buffers, rates, names, x, y, 1, first_order=True, start=step)[0]
         phi = {n: p.detach().requires_grad_() for n, p in phi.items()}
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -116,8 +116,9 @@ def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update
 
 def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRates,
                names: list[str], x: Tensor, y: Tensor, steps: int, first_order: bool,
-               update_stats: bool = False, loss_fn: LossFn = task_loss) -> list[Params]:
-    """k SGD steps on (x, y) from `params`; returns [φ_1, ..., φ_k].
+               update_stats: bool = False, loss_fn: LossFn = task_loss, start: int = 0) -> list[Params]:
+    """k SGD steps on (x, y) from `params`; returns [φ_1, ..., φ_k]. `start` is the index of the
+    first step (for learned per-step rates when steps are taken one call at a time).
 
     Second order keeps the graph through every step; first order detaches the inner gradients,
     so the gradient of a loss at φ w.r.t. θ is that loss's gradient at φ.
@@ -131,7 +132,7 @@ def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRa
         for name, grad in zip(names, grads):
             if first_order:
                 grad = grad.detach()
-            phi[name] = phi[name] - rates.rate(name, step) * grad
+            phi[name] = phi[name] - rates.rate(name, start + step) * grad
         phis.append(phi)
     return phis
 
