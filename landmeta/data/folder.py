@@ -202,14 +202,14 @@ def load(ref: TileRef, bands: list[str], indexes: list[int], mapped: int,
     geo = {"crs": head["crs"], "transform": head["transform"]}
     if not segmentation:
         return Tile(image=image, mask=np.full(image.shape[1:], 255, dtype=np.uint8), nodata=nodata, **geo)
-    mask = _read_mask(ref.paths["mask"], mapped, colours)
+    mask = read_mask(ref.paths["mask"], mapped, colours)
     if mask.shape != image.shape[1:]:
         raise DataError(f"{ref.paths['mask']}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                         f"image is {image.shape[2]}x{image.shape[1]}")
     return Tile(image=image, mask=mask, nodata=nodata, **geo)
 
 
-def _read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int]) -> np.ndarray:
+def read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int]) -> np.ndarray:
     """Class ids (H, W) uint8 from a mask of ids or (with a coloured class map) of RGB colours."""
     if colours:
         rgb = np.moveaxis(_read_pixels(path, ["red", "green", "blue"])[0], 0, -1)[..., :3].astype(np.int64)

@@ -115,9 +115,9 @@ class BatchMaker:
             y = torch.from_numpy(labels)
         else:
             y = torch.from_numpy(self.store.masks(idx))
-        xt = _resize(torch.from_numpy(x), self.chip_size, mask=False)
+        xt = resize_chips(torch.from_numpy(x), self.chip_size, mask=False)
         if kind == "segmentation":
-            y = _resize(y[:, None], self.chip_size, mask=True)[:, 0]
+            y = resize_chips(y[:, None], self.chip_size, mask=True)[:, 0]
         if self.augment and rng is not None:
             xt, masks = self._augment(xt, y if kind == "segmentation" else None, rng)
             y = y if masks is None else masks
@@ -139,7 +139,7 @@ class BatchMaker:
         return x_out, m_out
 
 
-def _resize(t: Tensor, size: int, mask: bool) -> Tensor:
+def resize_chips(t: Tensor, size: int, mask: bool) -> Tensor:
     """(n, C, H, W) to (n, C, size, size): nearest for masks, area to shrink and bilinear to grow images."""
     if t.shape[-1] == size and t.shape[-2] == size:
         return t

@@ -23,9 +23,9 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from torch import Tensor
 
-from landmeta.data.folder import IMAGE_SUFFIXES, _read_mask, read_class_map
+from landmeta.data.folder import IMAGE_SUFFIXES, read_mask, read_class_map
 from landmeta.data.geo import band_files, read_header
-from landmeta.data.transforms import _resize as resize_chips
+from landmeta.data.transforms import resize_chips
 from landmeta.data.transforms import normalise
 from landmeta.errors import DataError
 from landmeta.inference.mapping import store_chip_size
@@ -164,7 +164,7 @@ def _read_target_mask(path: Path, lut: MaskLookup, ckpt: dict[str, Any]) -> np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         rgb = read_header(path)["count"] >= 3 and bool(lut.colours)
-    ids = _read_mask(path, 0, lut.colours if rgb else {})
+    ids = read_mask(path, 0, lut.colours if rgb else {})
     unknown = np.unique(ids[~lut.known[ids]])
     if unknown.size:
         names = ", ".join(f"{i} {n}" for i, n in enumerate(ckpt["class_names"]))
