@@ -88,6 +88,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = False  # bf16 autocast on CUDA; pretraining and first-order methods only
     compile: bool = False  # torch.compile the model for pretraining
+    init_from: str | None = None  # checkpoint whose weights start the run (e.g. MAML from pretraining)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class EvalConfig:
     finetune_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
     finetune_layers: list[Literal["all", "head"]] = field(default_factory=lambda: ["all", "head"])
     adapt_steps: int | None = None  # MAML-family test-time steps; None = the checkpoint's meta.test_inner_steps
+    norm_stats: Literal["support", "trained", "blend"] = "support"  # BatchNorm statistics after adaptation
     rf_trees: int = 100  # random-forest baseline
     rf_max_pixels: int = 20000  # support pixels sampled per segmentation task for the random forest
     examples: int = 2  # tasks saved as qualitative examples for the report

@@ -9,16 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
 from landmeta.cli import main
 from landmeta.config import config_to_dict, load_config
 from landmeta.data.store import ChipStore
-from landmeta.errors import CheckpointError, DataError, OutputExistsError
+from landmeta.data.tasks import load_or_create_tasks
+from landmeta.errors import CheckpointError, DataError, ModelError, OutputExistsError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
-from landmeta.evaluation.protocol import evaluate
+from landmeta.evaluation.protocol import EvalSetup, Evaluator, evaluate, finetune_grid
 from landmeta.evaluation.results import read_examples
 from landmeta.evaluation.stats import mean_ci
-from landmeta.meta.checkpoint import save_checkpoint
+from landmeta.meta.adapt import adapt, set_norm_stats
+from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmeta.models import build_model
 from store_factory import make_store
 
@@ -243,3 +246,77 @@ def test_parallel_workers_give_the_same_results(evaluated, setup, tmp_path):
     serial = pd.read_csv(evaluated / "results.csv").sort_values(key).reset_index(drop=True)
     parallel = pd.read_csv(out / "results.csv").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(serial, parallel)
+
+
+def test_no_fine_tuning_is_one_candidate_of_the_grid():
+    config = load_config("tiny.yaml", ["eval.finetune_steps=[0,5]", "eval.finetune_lrs=[0.001,0.01]",
+                                       "eval.finetune_layers=[all,head]"])
+    grid = finetune_grid(config)
+    assert len(grid) == 1 + 2 * 2 and [hp["steps"] for hp in grid] == [0, 5, 5, 5, 5]
+
+
+def test_zero_steps_with_trained_statistics_is_the_zero_shot_prediction(setup):
+    root, store_path, store, runs = setup
+    config = load_config("tiny.yaml", FAST + ["eval.norm_stats=trained"])
+    ev = Evaluator(EvalSetup(str(store_path), "test", "classification",
+                             [str(r / "best.pt") for r in runs], config_to_dict(config), 0))
+    pretrain = next(m for m in ev.methods if m.name == "pretrain")
+    task = load_or_create_tasks(store, "test", "classification", 4, 2, 2, 1, 0)[0]
+    xs, ys, xq, _ = ev.tensors(task)
+    no_steps = ev.predict(pretrain, task, xs, ys, xq, 0, {"steps": 0, "lr": 0.01, "layers": "all"})
+    zero_shot = ev.predict(pretrain, task, xs[:0], ys[:0], xq, 0)
+    assert np.array_equal(no_steps, zero_shot)
+    # with the support's statistics the same weights predict differently (the statistics are the change)
+    ev.config.eval.norm_stats = "support"
+    assert not np.array_equal(ev.predict(pretrain, task, xs, ys, xq, 0, {"steps": 0}), zero_shot)
+
+
+def test_evaluation_tunes_over_the_zero_step_candidate(setup, tmp_path):
+    _, store_path, _, runs = setup
+    config = load_config("tiny.yaml", FAST + ["eval.finetune_steps=[0,3]"])
+    out = evaluate(store_path, runs, tmp_path / "res", config, split="test", shots=[1], tasks=2)
+    tuned = json.loads((out / "meta.json").read_text())["tuned"]
+    assert {tuned[m]["1"]["steps"] for m in ("pretrain", "random")} <= {0, 3}
+    assert all(tuned[m]["1"]["val_tasks"] == config.task.val_tasks for m in ("pretrain", "random"))
+
+
+def _norm_net() -> nn.Module:
+    net = nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3))
+    net[1].running_mean.fill_(2.0)
+    net[1].running_var.fill_(4.0)
+    return net
+
+
+@pytest.mark.parametrize("policy", ["support", "trained", "blend"])
+def test_norm_statistics_policies(policy):
+    torch.manual_seed(0)
+    net = _norm_net()
+    x = torch.randn(5, 3, 8, 8) * 3 + 1
+    with torch.no_grad():
+        h = net[0](x)
+    set_norm_stats(net, x, policy)
+    mean, var = h.mean((0, 2, 3)), h.var((0, 2, 3))  # unbiased, as BatchNorm keeps it
+    weight = {"support": 1.0, "trained": 0.0, "blend": 0.5}[policy]
+    torch.testing.assert_close(net[1].running_mean, weight * mean + (1 - weight) * 2.0)
+    torch.testing.assert_close(net[1].running_var, weight * var + (1 - weight) * 4.0)
+    assert net[1].momentum == 0.1  # restored after the re-estimation pass
+
+
+def test_unknown_norm_policy_is_refused():
+    with pytest.raises(ModelError, match="BatchNorm statistics policy"):
+        set_norm_stats(_norm_net(), torch.zeros(1, 3, 2, 2), "median")
+
+
+def test_adapt_follows_the_policy_and_random_init_uses_the_support(setup):
+    _, _, store, runs = setup
+    ckpt = load_checkpoint(runs[1] / "best.pt")
+    model = model_from_checkpoint(ckpt)
+    xs, ys = torch.randn(4, len(store.bands), 32, 32) + 3, torch.arange(4)
+    trained = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    kept = adapt(ckpt, model, xs, ys, steps=0, classes=[0, 1, 2, 3], norm_stats="trained").state_dict()
+    assert all(torch.equal(kept[k], v) for k, v in trained.items())
+    moved = adapt(ckpt, model, xs, ys, steps=0, classes=[0, 1, 2, 3], norm_stats="support").state_dict()
+    assert not any(torch.equal(moved[k], v) for k, v in trained.items())
+    rand = adapt(ckpt | {"method": "random"}, model, xs, ys, steps=0, classes=[0, 1, 2, 3],
+                 norm_stats="trained").state_dict()  # an untrained network has no statistics of its own
+    assert all(torch.equal(rand[k], moved[k]) for k in trained)

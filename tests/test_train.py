@@ -197,3 +197,20 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store: Path, tmp_p
     step = load_checkpoint(out / "last.pt")["step"]
     assert 1 <= step < 4 and f"step {step}" in err
     assert len(pd.read_csv(out / "metrics.csv")) == step
+
+
+def test_init_from_starts_at_another_runs_weights(tiny_run: Path, store: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """train.init_from (e.g. MAML from a pretraining run): at outer rate 0 the weights stay the source's."""
+    source = tiny_run / "best.pt"
+    out = tmp_path / "from"
+    assert main(train_args(store, out, "--set", "meta.steps=1", "--set", "meta.outer_lr=0",
+                           "--set", f"train.init_from={source}")) == 0
+    started, given = load_checkpoint(out / "last.pt")["model_state"], load_checkpoint(source)["model_state"]
+    params = [k for k in given if "running" not in k and "num_batches" not in k]
+    assert all(torch.equal(started[k], given[k]) for k in params)
+    seeded = random_checkpoint(load_config("tiny"), ChipStore.open(store))["model_state"]
+    assert not all(torch.equal(seeded[k], given[k]) for k in params)  # not the run's own initialisation
+    code = main(train_args(store, tmp_path / "bad", "--set", "model.width=8", "--set", f"train.init_from={source}"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(source) in err[0] and "do not fit" in err[0]

@@ -33,7 +33,7 @@ from landmeta.evaluation.metrics import metric_names, task_metrics
 from landmeta.evaluation.results import (ResultsLog, read_meta, read_results_csv, write_examples, write_meta,
                                          write_summaries)
 from landmeta.io import provenance
-from landmeta.meta.adapt import adapt, reestimate_norm_stats
+from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
 from landmeta.meta.maml import MAML_METHODS
 from landmeta.models import build_model, head_names
@@ -125,13 +125,13 @@ class Evaluator:
                                  max_pixels=cfg.rf_max_pixels, ignore_index=self.store.ignore_index)
         if method.family == "proto":
             model = copy.deepcopy(method.model)
-            reestimate_norm_stats(model, xs)
+            set_norm_stats(model, xs, cfg.norm_stats)
             model.eval()
             return nearest_prototype(head_inputs(model, xs), ys, head_inputs(model, xq),
                                      self.store.ignore_index).numpy()
         if method.family == "maml":
             model = adapt(method.ckpt, method.model, xs, ys, steps=cfg.adapt_steps,
-                          classes=classes if self.kind == "classification" else None)
+                          classes=classes if self.kind == "classification" else None, norm_stats=cfg.norm_stats)
         else:
             model = self._finetuned(method, xs, ys, classes, seed, hp or {})
         with torch.no_grad():
@@ -153,7 +153,8 @@ class Evaluator:
             for name, param in model.named_parameters():
                 param.requires_grad_(name in heads)
         return adapt(method.ckpt, model, xs, ys, steps=hp.get("steps"), lr=hp.get("lr"),
-                     classes=classes if self.kind == "classification" else None)
+                     classes=classes if self.kind == "classification" else None,
+                     norm_stats=self.config.eval.norm_stats)
 
     def score(self, task: Task, y_query: Tensor, pred: np.ndarray) -> dict[str, float]:
         labels = list(range(len(task.classes))) if self.kind == "classification" else None
@@ -167,10 +168,15 @@ def global_class_head(ckpt: dict[str, Any]) -> bool:
 
 
 def finetune_grid(config: Config) -> list[dict[str, Any]]:
-    """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain and random init."""
+    """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain and random init.
+
+    0 steps (no fine-tuning: the network as trained, its head cut to the task's classes) is one
+    candidate whatever the learning rates and layers."""
     cfg = config.eval
-    return [{"steps": s, "lr": lr, "layers": layers}
+    grid = [{"steps": s, "lr": lr, "layers": layers}
             for s, lr, layers in itertools.product(cfg.finetune_steps, cfg.finetune_lrs, cfg.finetune_layers)]
+    zero = [hp for hp in grid if hp["steps"] == 0][:1]
+    return zero + [hp for hp in grid if hp["steps"] != 0]
 
 
 def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int) -> list[Method]:

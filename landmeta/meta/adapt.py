@@ -6,9 +6,11 @@ MAML family: the method's own inner loop (its adapted parameters, its learned ra
 classifier's head covers every class of the store; for an N-way task it is replaced by an N-way
 head made of the rows of the task's classes (`classes`), or zeros when they are not given.
 
-In every case BatchNorm normalises with batch statistics during the steps and, afterwards, its
-running statistics are re-estimated from the support set at the adapted weights; the returned
-copy is in eval mode, so query chips are predicted one by one without seeing each other.
+In every case BatchNorm normalises with batch statistics during the steps; afterwards its running
+statistics follow `eval.norm_stats` (`set_norm_stats`): `support` re-estimates them from the support
+set at the adapted weights, `trained` keeps those learned in training, `blend` averages the two.
+A random-init model has no trained statistics and always uses the support's. The returned copy is
+in eval mode, so query chips are predicted one by one without seeing each other.
 """
 
 from __future__ import annotations
@@ -24,13 +26,17 @@ from landmeta.errors import ModelError
 from landmeta.meta.maml import (MAML_METHODS, adapted_names, build_rates, forward, inner_loop, is_head,
                                 task_loss)
 
+NORM_POLICIES = ("support", "trained", "blend")  # BatchNorm statistics after adaptation (eval.norm_stats)
+
 
 def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: Tensor,
           steps: int | None = None, lr: float | None = None,
-          classes: Sequence[int] | None = None, layers: str = "all") -> nn.Module:
+          classes: Sequence[int] | None = None, layers: str = "all",
+          norm_stats: str | None = None) -> nn.Module:
     """Return an adapted copy of `model` (eval mode); `model` itself is left unchanged.
 
-    `layers` ("all" or "head") chooses what pretrain/random fine-tuning changes.
+    `layers` ("all" or "head") chooses what pretrain/random fine-tuning changes; `norm_stats`
+    (default: the checkpoint's `eval.norm_stats`) the BatchNorm statistics used afterwards.
     """
     config = config_from_dict(ckpt["config"], source=ckpt.get("path", "checkpoint"))
     method = ckpt["method"]
@@ -50,7 +56,8 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
             _finetune(model, x_support, y_support,
                       config.eval.finetune_steps[0] if steps is None else steps,
                       config.eval.finetune_lrs[0] if lr is None else lr, layers)
-    reestimate_norm_stats(model, x_support)
+    set_norm_stats(model, x_support, "support" if method == "random" else
+                   config.eval.norm_stats if norm_stats is None else norm_stats)
     return model.eval()
 
 
@@ -103,6 +110,23 @@ def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, lay
         optimiser.zero_grad()
         task_loss(forward(model, params, buffers, x), y).backward()
         optimiser.step()
+
+
+@torch.no_grad()
+def set_norm_stats(model: nn.Module, x: Tensor, policy: str) -> None:
+    """BatchNorm running statistics after adaptation: `support` (those of `x`), `trained` (kept as
+    they are) or `blend` (mean and variance averaged half and half between the two)."""
+    if policy not in NORM_POLICIES:
+        raise ModelError(f"BatchNorm statistics policy must be one of {list(NORM_POLICIES)}, got {policy!r}")
+    if policy == "trained":
+        return
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    kept = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
+    reestimate_norm_stats(model, x)
+    if policy == "blend":
+        for m, (mean, var) in zip(norms, kept):
+            m.running_mean.add_(mean).mul_(0.5)
+            m.running_var.add_(var).mul_(0.5)
 
 
 @torch.no_grad()

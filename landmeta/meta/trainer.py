@@ -111,6 +111,20 @@ def random_checkpoint(config: Config, store: ChipStore) -> dict[str, Any]:
     return checkpoint_payload(config, setup, "random", new_model(config, setup), None, 0)
 
 
+def init_weights(model: nn.Module, path: str | Path, setup: Setup) -> None:
+    """Start from the weights of another run's checkpoint (same model, task kind and bands);
+    CheckpointError naming the file otherwise."""
+    source = load_checkpoint(path)
+    if source["task_kind"] != setup.kind or list(source["bands"]) != list(setup.batches.bands):
+        raise CheckpointError(f"{path}: a {source['task_kind']} checkpoint on bands {source['bands']} cannot "
+                              f"start a {setup.kind} run on {setup.batches.bands} (train.init_from)")
+    try:
+        model.load_state_dict(source["model_state"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: its weights do not fit this run's model (train.init_from): "
+                              f"{str(exc).splitlines()[0]}") from exc
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -241,6 +255,8 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
     dd.check_split(meta.meta_batch, config.train.batch_size, method not in MAML_METHODS, world)
     _check_precision(config, device)
     model = new_model(config, setup).to(device)
+    if ckpt is None and config.train.init_from:
+        init_weights(model, config.train.init_from, setup)
     rates = build_rates(model, meta).to(device) if method in MAML_METHODS else None
     trained = list(model.parameters()) + ([] if rates is None else list(rates.parameters()))
     optimiser = torch.optim.Adam(trained, lr=meta.outer_lr)
