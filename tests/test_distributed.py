@@ -145,3 +145,24 @@ def _descendants(pid: int) -> list[int]:
         found += [int(c) for c in children]
         todo += [int(c) for c in children]
     return found
+
+
+def test_ctrl_c_saves_before_stopping(store: Path, tmp_path: Path) -> None:
+    """Ctrl-C on `--nproc 2` (SIGINT to the launcher's process group, as a terminal sends it): the
+    training processes finish their step, save last.pt at the last logged step, and the launcher
+    exits 130 with one line; torchrun reports no failure."""
+    run = tmp_path / "run"
+    proc = launch(store, run, 1000)
+    deadline = time.time() + 90
+    while not (run / "last.pt").exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.02)
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; the last checkpoint" in err and "Traceback" not in err
+    logged = pd.read_csv(run / "metrics.csv")["step"]
+    saved = load_checkpoint(run / "last.pt")["step"]
+    assert saved == logged.iloc[-1] < 1000
+    assert f"interrupted at step {saved}" in out

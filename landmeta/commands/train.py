@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from landmeta.commands import add_config_args
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if dd.world_from_env().main:
         best = "n/a" if result.best_val is None else f"{result.best_val:.4f}"
         print(f"{result.status} at step {result.step}: best validation {best}; run in {result.out}")
-    return 130 if result.status == "interrupted" else 0
+    # Under torchrun an interrupted rank exits normally: the launcher reports the interruption.
+    return 130 if result.status == "interrupted" and not dd.world_from_env().active else 0
 
 
 def _launch(args: argparse.Namespace, config: Config, config_path: Path | str,
@@ -65,10 +67,13 @@ def _launch(args: argparse.Namespace, config: Config, config_path: Path | str,
     argv = ["train", "--config", str(config_path), "--data", str(args.data), "--out", str(args.out)]
     argv += [a for o in overrides for a in ("--set", o)]
     argv += ["--resume"] * args.resume + ["--no-progress"] * args.no_progress
-    code = dd.launch(argv, args.nproc)
+    code, signalled = dd.launch(argv, args.nproc)
+    last = args.out / "last.pt"
+    kept = f"the last checkpoint {last} is intact" if last.exists() else "no checkpoint was written"
+    if signalled:
+        print(f"landmeta train: interrupted; {kept}, continue with --resume", file=sys.stderr)
+        return 130
     if code != 0:
-        last = args.out / "last.pt"
-        kept = f"the last checkpoint {last} is intact" if last.exists() else "no checkpoint was written"
         raise TrainingError(f"{args.out}: a training process failed (exit status {code}; torchrun stopped the "
                             f"others, see the messages above); {kept}, continue with --resume")
     return 0

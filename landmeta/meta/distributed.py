@@ -11,6 +11,7 @@ Only rank 0 validates and writes files; the others wait at a barrier.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -148,15 +149,45 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def launch(argv: list[str], nproc: int) -> int:
+def launch(argv: list[str], nproc: int) -> tuple[int, bool]:
     """Run `landmeta <argv>` in `nproc` processes on this machine through `torch.distributed.run`;
-    returns its exit status (non-zero when any rank failed: torchrun then stops the others)."""
+    returns its exit status (non-zero when any rank failed: torchrun then stops the others) and
+    whether this process got SIGINT (Ctrl-C) or SIGTERM meanwhile.
+
+    torchrun runs in its own session, so a Ctrl-C reaches only this process, which passes it on
+    to the training processes themselves: they save `last.pt` after their current step and exit
+    normally, and torchrun ends without reporting a failure."""
     if "WORLD_SIZE" in os.environ:
         raise ConfigError("--nproc given inside a torchrun launch; use one or the other")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "landmeta", *argv]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     try:
-        return subprocess.run(cmd, env=env).returncode
+        proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     except OSError as exc:
         raise TrainingError(f"cannot start {cmd[0]} -m torch.distributed.run: {exc}") from exc
+    signalled: list[int] = []
+
+    def forward(signum: int, frame: object) -> None:
+        signalled.append(signum)
+        for pid in _children(proc.pid) or [proc.pid]:
+            try:
+                os.kill(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()  # the handler only forwards: waiting goes on
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code, bool(signalled)
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of `pid`'s children (Linux /proc; empty elsewhere)."""
+    try:
+        return [int(c) for c in open(f"/proc/{pid}/task/{pid}/children").read().split()]
+    except OSError:
+        return []

@@ -168,27 +168,33 @@ def validate(ckpt: dict[str, Any], model: nn.Module, tasks: list[Task], batches:
 
 
 class _Interrupt:
-    """Turns the first SIGINT into a flag checked after each step; a second one stops at once."""
+    """Turns SIGINT (Ctrl-C) and SIGTERM into a flag checked after each step, so the run saves
+    `last.pt` and stops. A second signal stops at once in a single process; under torchrun it is
+    ignored, since torchrun forwards every signal it gets and kills the processes itself after its
+    shutdown timeout (TORCH_ELASTIC_SHUTDOWN_TIMEOUT, 30 s)."""
 
-    def __init__(self) -> None:
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, launched: bool) -> None:
         self.flag = False
-        self.previous: Any = None
+        self.launched = launched
+        self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
         try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self.previous = None
+            self.previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        except ValueError:  # not the main thread: leave the signals alone
+            self.previous = {}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.flag:
+        if self.flag and not self.launched:
             raise KeyboardInterrupt
         self.flag = True
 
     def __exit__(self, *exc: object) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -309,7 +315,7 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
     started = time.perf_counter()
     dd.barrier(world)  # rank 0 has checked and created the run folder
     metrics_file = open(out / "metrics.csv", "a", newline="") if world.main else open(os.devnull, "w")
-    with _Interrupt() as interrupt, metrics_file as fh:
+    with _Interrupt("TORCHELASTIC_RUN_ID" in os.environ) as interrupt, metrics_file as fh:
         writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
         if world.main and fh.tell() == 0:
             writer.writeheader()
