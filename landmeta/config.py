@@ -75,6 +75,7 @@ class MetaConfig:
     head_pattern: str = "head"  # first name component of the head (also matches smp's segmentation_head)
     class_head: Literal["task", "global"] = "task"  # classification: N task-local outputs, or one per
     # store class with each task using its classes' rows (the class identities carry over regions)
+    per_step_bn: bool = False  # MAML++: BatchNorm running statistics kept per inner step (meta/maml.py)
 
 
 @dataclass

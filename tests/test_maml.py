@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from landmeta.cli import main
 from landmeta.config import Config, MetaConfig, ModelConfig, config_to_dict
+from landmeta.errors import ConfigError
 from landmeta.meta.adapt import adapt
-from landmeta.meta.maml import (InnerRates, adapted_names, build_rates, forward, head_rows, inner_loop,
-                                meta_step, model_state, step_weights, task_loss)
+from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
+from landmeta.meta.maml import (InnerRates, adapted_names, build_rates, build_step_norms, forward, head_rows,
+                                inner_loop, meta_step, model_state, step_weights, task_loss)
 from landmeta.models import build_model
+
+sys.path.insert(0, str(Path(__file__).parent))
+from store_factory import make_store  # noqa: E402
 
 
 def small_model(dtype: torch.dtype = torch.float64, width: int = 4) -> torch.nn.Module:
@@ -253,3 +261,98 @@ def test_adaptation_follows_learned_per_step_rates() -> None:
     two = adapt(ckpt, model, xs, ys, steps=2)
     assert torch.equal(one.head.weight, model.head.weight)
     assert not torch.equal(two.head.weight, model.head.weight)
+
+
+def test_forward_without_update_reads_and_writes_no_running_statistics() -> None:
+    model, (xs, _, _, _) = small_model(), small_task()
+    params, buffers = model_state(model)
+    before = {k: v.clone() for k, v in buffers.items()}
+    out = forward(model, params, buffers, xs)
+    assert all(torch.equal(before[k], v) for k, v in model.named_buffers())
+    torch.testing.assert_close(out, copy.deepcopy(model).train()(xs))
+
+
+def per_step_setup(steps: int = 2):
+    model, task = small_model(), small_task()
+    cfg = MetaConfig(method="maml", inner_steps=steps, inner_lr=0.3, per_step_bn=True)
+    return model, task, cfg, build_rates(model, cfg), build_step_norms(model, cfg)
+
+
+def batch_stats(model: torch.nn.Module, params: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Running statistics of one train-mode pass over `x` from reset statistics, at `params`."""
+    probe = copy.deepcopy(model).train()
+    with torch.no_grad():
+        for name, param in probe.named_parameters():
+            param.copy_(params[name])
+    for m in probe.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+    probe(x)
+    return dict(probe.named_buffers())
+
+
+def test_per_step_statistics_follow_the_weights_of_each_step() -> None:
+    """Set 0 (the model's own) comes from the support pass at θ, set 1 from the support pass at φ_1,
+    set 2 = K from the query pass at φ_2; normalisation and the meta-gradient stay those of batch
+    statistics, i.e. the same as without per-step statistics."""
+    model, (xs, ys, xq, yq), cfg, rates, norms = per_step_setup(2)
+    reference = copy.deepcopy(model)
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    phis = inner_loop(reference, params, dict(reference.named_buffers()), rates, adapted_names(model, "maml"),
+                      xs, ys, 2, first_order=True)
+    meta_step(model, rates, cfg, [(xs, ys, xq, yq)], outer_step=0, norms=norms)
+    expected = [batch_stats(model, params, xs), batch_stats(model, phis[0], xs), batch_stats(model, phis[1], xq)]
+    for step in range(3):
+        got = norms.at(dict(model.named_buffers()), step)
+        for name in ("body.1", "body.5"):
+            for suffix in ("running_mean", "running_var", "num_batches_tracked"):
+                key = f"{name}.{suffix}"
+                torch.testing.assert_close(got[key], expected[step][key], msg=f"set {step} {key}")
+    assert not torch.allclose(norms.at({}, 1)["body.1.running_mean"], norms.at({}, 2)["body.1.running_mean"])
+    plain = small_model()
+    meta_step(plain, build_rates(plain, cfg), MetaConfig(method="maml", inner_steps=2, inner_lr=0.3),
+              [(xs, ys, xq, yq)], outer_step=0)
+    for (name, p), q in zip(model.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, msg=name)
+
+
+def test_adaptation_holds_the_statistics_of_the_step_reached() -> None:
+    model, task, cfg, rates, norms = per_step_setup(2)
+    meta_step(model, rates, cfg, [task], outer_step=0, norms=norms)
+    config = Config(model=ModelConfig(name="conv", width=4, depth=2), meta=cfg)
+    config.eval.norm_stats = "trained"
+    ckpt = {"method": "maml", "task_kind": "classification", "config": config_to_dict(config),
+            "inner_lrs": None, "step_norm_stats": norms.state_dict()}
+    for steps, stats in [(0, 0), (1, 1), (2, 2), (5, 2)]:  # past K, the last set
+        adapted = adapt(ckpt, model, task[0], task[1], steps=steps)
+        expected = norms.at(dict(model.named_buffers()), stats)
+        for key, value in adapted.named_buffers():
+            torch.testing.assert_close(value, expected[key], msg=f"{steps} steps: {key}")
+
+
+def test_per_step_statistics_are_off_by_default_and_need_batchnorm() -> None:
+    assert build_step_norms(small_model(), MetaConfig()) is None
+    torch.manual_seed(0)
+    grouped = build_model(ModelConfig(name="conv", width=4, depth=2, norm="group"), 3, 3, "classification")
+    with pytest.raises(ConfigError, match="per_step_bn"):
+        build_step_norms(grouped, MetaConfig(per_step_bn=True))
+
+
+def test_training_saves_and_resumes_per_step_statistics(tmp_path: Path) -> None:
+    """A run with per-step statistics checkpoints them, resumes from them, and adapt uses them."""
+    store = make_store(tmp_path / "store")
+    out = tmp_path / "run"
+    args = ["train", "--config", "tiny", "--data", str(store), "--out", str(out), "--no-progress"]
+    assert main(args + ["--set", "meta.per_step_bn=true", "--set", "meta.inner_steps=2"]) == 0
+    first = load_checkpoint(out / "last.pt")["step_norm_stats"]
+    assert first is not None and all(bool((v == 4 * 2).all()) for k, v in first.items() if k.endswith("__count"))
+    assert main(["train", "--data", str(store), "--out", str(out), "--no-progress", "--resume",
+                 "--set", "meta.steps=5"]) == 0
+    ckpt = load_checkpoint(out / "last.pt")
+    second = ckpt["step_norm_stats"]
+    assert all(bool((v == 5 * 2).all()) for k, v in second.items() if k.endswith("__count"))
+    assert not torch.equal(first["body__1__mean"], second["body__1__mean"])
+    model = model_from_checkpoint(ckpt)
+    xs = torch.randn(4, model.body[0].in_channels, 32, 32)
+    adapted = adapt(ckpt, model, xs, torch.arange(4), steps=1, norm_stats="trained")
+    torch.testing.assert_close(adapted.body[1].running_mean, second["body__1__mean"][0])

@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from landmeta.config import config_from_dict
 from landmeta.errors import ModelError
-from landmeta.meta.maml import (MAML_METHODS, adapted_names, build_rates, forward, inner_loop, is_head,
-                                task_loss)
+from landmeta.meta.maml import (MAML_METHODS, adapted_names, build_rates, build_step_norms, forward,
+                                inner_loop, is_head, task_loss)
 
 NORM_POLICIES = ("support", "trained", "blend")  # BatchNorm statistics after adaptation (eval.norm_stats)
 
@@ -98,6 +98,10 @@ def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(phi[name])
+    norms = build_step_norms(model, meta)  # meta.per_step_bn: the statistics of the step reached
+    if norms is not None:
+        norms.load_state_dict(ckpt["step_norm_stats"])
+        norms.load_into(model, steps)
 
 
 def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, layers: str) -> None:

@@ -6,10 +6,17 @@ for first order (dφ/dθ taken as identity). Which parameters adapt is decided b
 (maml, fomaml, metasgd), the head only (anil) or the body only (boil).
 
 BatchNorm policy: every forward pass of the inner and outer loops runs in train mode and
-normalises with the statistics of its own batch (as in the original MAML). Running-statistics
-buffers are updated only by the first support pass at θ of each task (the meta-parameters seen
-on meta-train data); the passes at adapted weights use throw-away copies. At adaptation time
-(`landmeta.meta.adapt`) the running statistics are re-estimated from the support set at φ.
+normalises with the statistics of its own batch (as in the original MAML). By default the running
+statistics are updated only by the first support pass at θ of each task (the meta-parameters seen
+on meta-train data); the passes at adapted weights are given no running statistics, so they read
+and write none. At adaptation time (`landmeta.meta.adapt`) the steps also use batch statistics and
+the statistics kept afterwards follow `eval.norm_stats`.
+
+Per-step statistics (`meta.per_step_bn`, MAML++ "BNRS"): the weights after each inner step s get
+their own running statistics, set s (`StepNorms`; set 0, those of θ, are the model's own buffers).
+During meta-training the support pass at φ_s updates set s (s < K) and the query pass at φ_K set
+K; normalisation is still by batch statistics. After s adaptation steps at test time the model
+holds set min(s, K), which `eval.norm_stats: trained` (or `blend`) then uses for its predictions.
 """
 
 from __future__ import annotations
@@ -21,14 +28,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from landmeta.config import MetaConfig
+from landmeta.errors import ConfigError
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
 MAML_METHODS = ("maml", "fomaml", "metasgd", "anil", "boil")
 IGNORE_INDEX = 255
+NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm buffer names
 
 
 def task_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -107,18 +117,75 @@ def model_state(model: nn.Module) -> tuple[Params, Params]:
     return dict(model.named_parameters()), dict(model.named_buffers())
 
 
+class StepNorms(nn.Module):
+    """Per-step BatchNorm running statistics (MAML++): sets 1..K, one for the weights after each
+    inner step, stored as (K, C) buffers per BatchNorm layer; set 0 is the model's own buffers."""
+
+    def __init__(self, model: nn.Module, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.layers = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
+        for name in self.layers:
+            norm, key = model.get_submodule(name), name.replace(".", "__")
+            self.register_buffer(f"{key}__mean", norm.running_mean.new_zeros(steps, norm.num_features))
+            self.register_buffer(f"{key}__var", norm.running_var.new_ones(steps, norm.num_features))
+            self.register_buffer(f"{key}__count", norm.num_batches_tracked.new_zeros(steps))
+
+    def _set(self, name: str, step: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Views of set `step` (>= 1; steps past K use set K) of layer `name`."""
+        key, row = name.replace(".", "__"), min(step, self.steps) - 1
+        return tuple(getattr(self, f"{key}__{part}")[row] for part in ("mean", "var", "count"))
+
+    def at(self, buffers: Params, step: int) -> Params:
+        """`buffers` with every BatchNorm's running statistics replaced by set `step`; views, so a
+        train-mode pass that updates them updates the set."""
+        if step == 0:
+            return buffers
+        out = dict(buffers)
+        for name in self.layers:
+            for suffix, value in zip(NORM_STATS, self._set(name, step)):
+                out[f"{name}.{suffix}"] = value
+        return out
+
+    @torch.no_grad()
+    def load_into(self, model: nn.Module, step: int) -> None:
+        """Copy set `step` into the running statistics of `model`'s BatchNorm layers."""
+        if step == 0:
+            return
+        for name in self.layers:
+            norm = model.get_submodule(name)
+            for suffix, value in zip(NORM_STATS, self._set(name, step)):
+                getattr(norm, suffix).copy_(value)
+
+
+def build_step_norms(model: nn.Module, cfg: MetaConfig) -> StepNorms | None:
+    """The per-step statistics of `meta.per_step_bn` (None when off), on the model's device."""
+    if not cfg.per_step_bn:
+        return None
+    norms = StepNorms(model, cfg.inner_steps)
+    if not norms.layers:
+        raise ConfigError("meta.per_step_bn: the model has no BatchNorm layer (model.norm must be batch)")
+    return norms
+
+
 def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update_stats: bool = False) -> Tensor:
-    """Run `model` with `params`; BatchNorm buffers are updated only when `update_stats`."""
-    if not update_stats:
-        buffers = {k: v.clone() for k, v in buffers.items()}
+    """Run `model` with `params` and `buffers`. In train mode BatchNorm normalises with batch
+    statistics and updates the running statistics in `buffers` only when `update_stats` (otherwise
+    it is given none); in eval mode it normalises with those in `buffers`."""
+    if model.training and not update_stats:
+        buffers = {k: None if k.endswith(NORM_STATS) else v for k, v in buffers.items()}
     return functional_call(model, {**params, **buffers}, (x,))
 
 
 def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRates,
                names: list[str], x: Tensor, y: Tensor, steps: int, first_order: bool,
-               update_stats: bool = False, loss_fn: LossFn = task_loss, start: int = 0) -> list[Params]:
+               update_stats: bool = False, loss_fn: LossFn = task_loss, start: int = 0,
+               norms: StepNorms | None = None) -> list[Params]:
     """k SGD steps on (x, y) from `params`; returns [φ_1, ..., φ_k]. `start` is the index of the
     first step (for learned per-step rates when steps are taken one call at a time).
+
+    `update_stats` updates the running statistics: with `norms`, those of each step's set, else the
+    model's own at the first step only.
 
     Second order keeps the graph through every step; first order detaches the inner gradients,
     so the gradient of a loss at φ w.r.t. θ is that loss's gradient at φ.
@@ -126,7 +193,8 @@ def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRa
     phis: list[Params] = []
     phi = params
     for step in range(steps):
-        loss = loss_fn(forward(model, phi, buffers, x, update_stats and step == 0), y)
+        stats = buffers if norms is None else norms.at(buffers, start + step)
+        loss = loss_fn(forward(model, phi, stats, x, update_stats and (norms is not None or step == 0)), y)
         grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=not first_order)
         phi = dict(phi)
         for name, grad in zip(names, grads):
@@ -160,11 +228,13 @@ class StepResult:
 
 def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
               tasks: list[tuple[Tensor, Tensor, Tensor, Tensor]], outer_step: int,
-              loss_fn: LossFn = task_loss, rows: list[Tensor] | None = None) -> StepResult:
+              loss_fn: LossFn = task_loss, rows: list[Tensor] | None = None,
+              norms: StepNorms | None = None) -> StepResult:
     """Accumulate into `.grad` of the model's and the rates' parameters the meta-gradient of the
     mean query loss over `tasks` (x_support, y_support, x_query, y_query). No optimiser step.
 
-    `rows` (one per task) cuts a global classification head to each task's classes."""
+    `rows` (one per task) cuts a global classification head to each task's classes; `norms` holds
+    per-step BatchNorm statistics (updated here, see the module docstring)."""
     theta, buffers = model_state(model)
     names = adapted_names(model, cfg.method, cfg.head_pattern)
     first_order = use_first_order(cfg, outer_step)
@@ -173,12 +243,13 @@ def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
     for index, (xs, ys, xq, yq) in enumerate(tasks):
         params = head_rows(theta, cfg.head_pattern, rows[index] if rows is not None else None)
         phis = inner_loop(model, params, buffers, rates, names, xs, ys, cfg.inner_steps,
-                          first_order, update_stats=True, loss_fn=loss_fn)
+                          first_order, update_stats=True, loss_fn=loss_fn, norms=norms)
         loss = torch.zeros((), device=xq.device)
-        for weight, phi in zip(weights, phis):
+        for step, (weight, phi) in enumerate(zip(weights, phis), start=1):
             if weight == 0.0:
                 continue
-            logits = forward(model, phi, buffers, xq)
+            last = norms is not None and step == len(phis)
+            logits = forward(model, phi, norms.at(buffers, step) if last else buffers, xq, update_stats=last)
             loss = loss + weight * loss_fn(logits, yq)
         (loss / len(tasks)).backward()
         total += loss.item() / len(tasks)

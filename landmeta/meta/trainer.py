@@ -34,7 +34,8 @@ from landmeta.io import atomic_write_json, atomic_write_text, code_version, prov
 from landmeta.meta.adapt import adapt
 from landmeta.meta import distributed as dd
 from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
-from landmeta.meta.maml import MAML_METHODS, InnerRates, build_rates, meta_step, rate_mode, task_loss
+from landmeta.meta.maml import (MAML_METHODS, InnerRates, StepNorms, build_rates, build_step_norms, meta_step,
+                                rate_mode, task_loss)
 from landmeta.models import build_model
 
 METRICS_FIELDS = ["step", "loss", "train_metric", "val_metric", "lr", "seconds"]
@@ -88,7 +89,8 @@ def new_model(config: Config, setup: Setup) -> nn.Module:
 
 
 def checkpoint_payload(config: Config, setup: Setup, method: str, model: nn.Module,
-                       rates: InnerRates | None, step: int, **extra: Any) -> dict[str, Any]:
+                       rates: InnerRates | None, step: int, norms: StepNorms | None = None,
+                       **extra: Any) -> dict[str, Any]:
     """A checkpoint dict (docs/architecture.md) for `model` at `step`."""
     bm = setup.batches
     return {
@@ -96,6 +98,7 @@ def checkpoint_payload(config: Config, setup: Setup, method: str, model: nn.Modu
         "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "inner_lrs": None if rates is None or not len(rates.rates) else
         {k: v.detach().cpu() for k, v in rates.state_dict().items()},
+        "step_norm_stats": None if norms is None else {k: v.detach().cpu() for k, v in norms.state_dict().items()},
         "bands": list(bm.bands), "class_names": list(setup.store.class_names),
         "class_colors": [list(c) for c in setup.store.class_colors],
         "norm": {"mean": [float(v) for v in bm.mean], "std": [float(v) for v in bm.std]},
@@ -264,6 +267,7 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
     if ckpt is None and config.train.init_from:
         init_weights(model, config.train.init_from, setup)
     rates = build_rates(model, meta).to(device) if method in MAML_METHODS else None
+    norms = build_step_norms(model, meta) if method in MAML_METHODS else None
     trained = list(model.parameters()) + ([] if rates is None else list(rates.parameters()))
     optimiser = torch.optim.Adam(trained, lr=meta.outer_lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, meta.steps))
@@ -273,6 +277,8 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
             model.load_state_dict(ckpt["model_state"])
             if rates is not None and ckpt["inner_lrs"] is not None:
                 rates.load_state_dict(ckpt["inner_lrs"])
+            if norms is not None:
+                norms.load_state_dict(ckpt["step_norm_stats"])
             optimiser.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
             start, best, stale = ckpt["step"], ckpt["best_val"], ckpt["stale"]
@@ -296,7 +302,7 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
                                      config.task.q_query, config.task.val_tasks, config.seed) if world.main else []
     eval_batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=False)
     forward_model = torch.compile(model) if config.train.compile else model
-    step_fn = _maml_step(config, setup, model, rates, device, world) if rates is not None else \
+    step_fn = _maml_step(config, setup, model, rates, device, world, norms) if rates is not None else \
         _pretrain_step(config, setup, forward_model, device, world)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and device.type == "cuda" \
         else nullcontext()
@@ -306,7 +312,7 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
     def save(path: Path, step: int) -> None:
         if world.main:
             save_checkpoint(path, checkpoint_payload(
-                config, setup, method, model, rates, step, optimizer=optimiser.state_dict(),
+                config, setup, method, model, rates, step, norms, optimizer=optimiser.state_dict(),
                 scheduler=scheduler.state_dict(), rng=_rng_state(), best_val=best, stale=stale,
                 processes=world.size))
         dd.barrier(world)
@@ -339,13 +345,13 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
             row = {"step": step, "loss": loss, "train_metric": metric, "val_metric": "",
                    "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - started, 3)}
             if (step % config.train.val_every == 0 or step == meta.steps) and world.main:
-                val = validate(checkpoint_payload(config, setup, method, model, rates, step), model,
+                val = validate(checkpoint_payload(config, setup, method, model, rates, step, norms), model,
                                val_tasks, eval_batches, device)
                 row["val_metric"] = val
                 if best is None or val > best:
                     best, stale = val, 0
                     save_checkpoint(out / "best.pt", checkpoint_payload(config, setup, method, model, rates,
-                                                                        step, best_val=best))
+                                                                        step, norms, best_val=best))
                 else:
                     stale += 1
                 if config.train.early_stop_patience and stale >= config.train.early_stop_patience:
@@ -368,7 +374,8 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
 
 
 def _maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates,
-               device: torch.device, world: dd.World) -> Callable[[int], tuple[float, float]]:
+               device: torch.device, world: dd.World,
+               norms: StepNorms | None = None) -> Callable[[int], tuple[float, float]]:
     """Task i of outer step `index` comes from a generator seeded by (seed, index, i), so each rank
     draws only its own tasks (i = rank, rank + N, ...)."""
     task = config.task
@@ -383,7 +390,8 @@ def _maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates
             truths.append(t.y_query)
             rows.append(torch.as_tensor(drawn.classes, device=device))
         global_head = setup.kind == "classification" and config.meta.class_head == "global"
-        result = meta_step(model, rates, config.meta, batch, index, rows=rows if global_head else None)
+        result = meta_step(model, rates, config.meta, batch, index, rows=rows if global_head else None,
+                           norms=norms)
         metric_sum, metric_count = dd.mean_over_ranks(
             [headline(setup.kind, lg, y) for lg, y in zip(result.logits, truths)], world)
         loss_sum, _ = dd.mean_over_ranks([result.loss], world)
