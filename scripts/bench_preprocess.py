@@ -60,8 +60,9 @@ def child(mode: str, root: Path, out: Path) -> None:
                 total += src.read().nbytes
         seconds = time.perf_counter() - start
     else:
-        import geopandas, pyogrio, tqdm  # noqa: F401  imported before the clock: start-up, not throughput
+        import cv2, geopandas, pyogrio, tqdm  # noqa: F401  imported before the clock: start-up, not throughput
         from landmeta.data.preprocess import PreprocessOptions, preprocess
+        shutil.rmtree(out, ignore_errors=True)  # the previous run's store: removing it is not preprocessing
         start, cpu = time.perf_counter(), time.process_time()
         preprocess("sen12ms", root, out, PreprocessOptions(overwrite=True))
         seconds = time.perf_counter() - start

@@ -134,3 +134,17 @@ def test_generated_datasets_preprocess_and_inspect_end_to_end(synth_tiny, tmp_pa
     assert all(sen.regions_in(split) for split in ("train", "val", "test"))
     assert dg.regions.groupby("cluster")["split"].nunique().eq(1).all() and (dg.path / "clusters.png").exists()
     assert (tmp_path / "s" / "regions_map.png").exists() and "no region has a location" in out
+
+
+def test_float16_chips_match_numpy_rounding_and_order():
+    from landmeta.data.preprocess import _chips_float16
+    rng = np.random.default_rng(0)
+    image = rng.normal(0, 300, (3, 8, 12)).astype(np.float32)
+    image[0, 0, :6] = [0.0, -0.0, 6e-8, 3e-5, 65504.0, 65519.0]  # zeros, subnormals, largest, rounding edge
+    chips = _chips_float16(image, 2, 3, 4)
+    expected = image.astype(np.float16)
+    assert chips.dtype == np.float16 and chips.shape == (6, 3, 4, 4)
+    for k in range(6):
+        i, j = divmod(k, 3)
+        window = expected[:, i * 4:(i + 1) * 4, j * 4:(j + 1) * 4]
+        assert np.array_equal(chips[k].view(np.uint16), window.view(np.uint16))
