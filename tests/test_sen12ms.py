@@ -109,6 +109,57 @@ def test_nan_and_nodata_pixels_are_zeroed_and_ignored(tmp_path):
     assert counts["nodata_pixels"] == 2 and counts["nodata_tiles"] == 1
 
 
+def _valid_pixel_stats(root, regions):
+    """Per-band mean and std of the raw inputs of `regions` over pixels with data in every band."""
+    values = []
+    for path in sorted(root.glob("*/s2_*/*.tif")):
+        season, _, scene, _ = path.stem.rsplit("_", 3)
+        if f"{season}_{scene}" not in regions:
+            continue
+        s2, _ = read(path)
+        s1, _ = read(str(path).replace("s2", "s1"))
+        image = np.concatenate([s1.astype(np.float64), s2 / 10000.0])
+        valid = s2.any(axis=0) & np.isfinite(s1).all(axis=0)
+        values.append(image[:, valid])
+    pixels = np.concatenate(values, axis=1)
+    return pixels.mean(axis=1), pixels.std(axis=1), pixels.shape[1]
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+def test_normalisation_statistics_leave_out_nodata_pixels(tmp_path, downsample):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    s1_path = root / "ROIs1158_spring/s1_1/ROIs1158_spring_s1_1_p1.tif"
+    s2_path = root / "ROIs1158_spring/s2_2/ROIs1158_spring_s2_2_p2.tif"
+    s1, transform = read(s1_path)
+    s1[0, :20, :] = np.nan  # NaN in one band: the pixel has no data in any
+    write_tif(s1_path, s1, transform=transform)
+    s2, transform = read(s2_path)
+    s2[:, 30:, 10:50] = 0  # all-zero S2 pixels: nodata
+    write_tif(s2_path, s2, transform=transform)
+    split = tmp_path / "split.csv"
+    split.write_text("ROIs1158_spring_1,train\nROIs1158_spring_2,train\nROIs1868_summer_1,val\n"
+                     "ROIs1868_summer_2,test\n")
+    out = run(root, tmp_path / "store", split_file=split, downsample=downsample, chip_size=32 // downsample)
+    stats = json.loads((out / "stats.json").read_text())
+    train = ["ROIs1158_spring_1", "ROIs1158_spring_2"]
+    assert stats["regions"] == train
+    if downsample == 1:  # the statistics are those of the raw inputs' valid pixels
+        mean, std, pixels = _valid_pixel_stats(root, train)
+        assert stats["pixels"] == pixels == 4 * 64 * 64 - 20 * 64 - 34 * 40
+        assert np.allclose(stats["mean"], mean, rtol=1e-5) and np.allclose(stats["std"], std, rtol=1e-4)
+    # ... and, at any resolution, those of the stored chips' pixels that are not nodata (mask 255)
+    images = np.load(out / "images.npy").astype(np.float64)
+    masks = np.load(out / "masks.npy")
+    chips = pd.read_csv(out / "chips.csv")
+    rows = chips.index[chips["region"].isin(train)].to_numpy()
+    nodata = (images[rows] == 0).all(axis=1)  # nodata pixels are stored as 0 in every band
+    assert (masks[rows][nodata] == 255).all()
+    stored = images[rows].transpose(1, 0, 2, 3)[:, ~nodata]
+    assert stats["pixels"] == stored.shape[1] < len(rows) * (32 // downsample) ** 2
+    assert np.allclose(stats["mean"], stored.mean(axis=1), rtol=1e-3)
+    assert np.allclose(stats["std"], stored.std(axis=1), rtol=1e-3)
+
+
 @pytest.mark.parametrize("damage, reason", [
     ("wrong_band_count", "S2 file has 10 bands, expected 13"),
     ("grid", "patch is 48x48, the first patch is 64x64"),
