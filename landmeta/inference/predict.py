@@ -27,6 +27,7 @@ from landmeta.inference.scene import Scene
 
 NODATA = 255
 MODEL_MULTIPLE = 32  # model inputs are multiples of this (a U-Net's total downsampling)
+MAX_STRETCH = 1.25  # the last window of a row or column may be this much longer than --window
 
 
 @dataclass(frozen=True)
@@ -75,14 +76,31 @@ def crossfade(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
 
 
 def window_layout(size: int, window: int, overlap: int, multiple: int, fixed: bool) -> list[tuple[int, int]]:
-    """(start, length) of the windows covering `size` pixels: a fixed stride; the last window cut to
-    what is left, rounded up to `multiple` (kept whole when `fixed`)."""
+    """(start, length) of the windows covering `size` pixels, each overlapping the next by `overlap`.
+
+    Windows step by `window - overlap`; the last two share what is left, so no window is a thin
+    sliver that runs the model inefficiently: up to `window * MAX_STRETCH` pixels left are one
+    window, more are split between two about equal windows. Lengths are rounded up to `multiple`
+    (the few pixels past the edge are mirrored in). A `fixed` window (a classifier's) is never
+    resized: the last one reaches past the edge.
+    """
     stride = window - overlap
     count = max(1, int(np.ceil((size - overlap) / stride)))
-    starts = [i * stride for i in range(count)]
-    left = size - starts[-1]
-    last = window if fixed else min(window, int(np.ceil(left / multiple)) * multiple)
-    return [(s, window) for s in starts[:-1]] + [(starts[-1], last)]
+    if fixed:
+        return [(i * stride, window) for i in range(count)]
+
+    def up(length: float) -> int:
+        return int(np.ceil(length / multiple)) * multiple
+
+    if count == 1:
+        return [(0, min(window, up(size)))]
+    start = (count - 2) * stride  # the last two windows cover [start, size)
+    layout = [(i * stride, window) for i in range(count - 2)]
+    tail = size - start
+    if tail <= window * MAX_STRETCH:
+        return layout + [(start, up(tail))]
+    first = up((tail + overlap) / 2)
+    return layout + [(start, first), (start + first - overlap, up(tail - first + overlap))]
 
 
 def check_window(window: int, overlap: int) -> None:
@@ -96,7 +114,6 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
                    progress: bool = False) -> Iterator[Strip]:
     """Predict `scene` and yield finished strips of rows, top to bottom."""
     check_window(window, overlap)
-    stride = window - overlap
     fixed = wm.fixed_size is not None
     ys = window_layout(scene.height, window, overlap, wm.edge_multiple, fixed)
     xs = window_layout(scene.width, window, overlap, wm.edge_multiple, fixed)
@@ -111,7 +128,7 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
         for j, (y, h) in enumerate(ys):
             last_row = j == len(ys) - 1
             wy = crossfade(h, overlap, j == 0, last_row)
-            out_rows = h if last_row else stride
+            out_rows = h if last_row else h - overlap  # the next strip starts there
             classes = np.full((out_rows, width), NODATA, dtype=np.uint8)
             confidence = np.full((out_rows, width), NODATA, dtype=np.uint8)
             pending = np.zeros((k, h, overlap), dtype=np.float32)  # columns shared with the next batch
@@ -119,23 +136,28 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
                 x0 = xs[idx[0]][0]
                 span = xs[idx[-1]][0] + xs[idx[-1]][1] - x0
                 image, valid = scene.read(y, x0, h, span)
-                probs = _forward(wm, image, [(xs[i][0] - x0, xs[i][1]) for i in idx])
-                acc = np.zeros((k, h, span), dtype=np.float32)
-                acc[:, :, :overlap] = pending
-                for n, i in enumerate(idx):
-                    c, w = xs[i][0] - x0, xs[i][1]
-                    wx = crossfade(w, overlap, i == 0, i == len(xs) - 1)
-                    acc[:, :, c:c + w] += probs[n] * (wy[:, None] * wx[None, :])
+                probs = _forward(wm, image, valid, [(xs[i][0] - x0, xs[i][1]) for i in idx])
+                for n, i in enumerate(idx):  # weight each window's probabilities in place
+                    wx = crossfade(xs[i][1], overlap, i == 0, i == len(xs) - 1)
+                    probs[n] *= wy[:, None] * wx[None, :]
+                if len(idx) == 1:  # one window spans the batch: accumulate into its own array
+                    acc = probs[0]
+                    acc[:, :, :overlap] += pending
+                else:
+                    acc = np.zeros((k, h, span), dtype=np.float32)
+                    acc[:, :, :overlap] = pending
+                    for n, i in enumerate(idx):
+                        c = xs[i][0] - x0
+                        acc[:, :, c:c + xs[i][1]] += probs[n]
                 done = span if idx[-1] == len(xs) - 1 else span - overlap
                 block = acc[:, :, :done]
                 if overlap:
                     block[:, :overlap] += carry[:, :, x0:x0 + done]
                     if not last_row:
-                        carry[:, :, x0:x0 + done] = block[:, stride:]
+                        carry[:, :, x0:x0 + done] = block[:, out_rows:]
                 pending = acc[:, :, done:]
-                final = block[:, :out_rows]
-                best = final.argmax(axis=0)
-                conf = np.take_along_axis(final, best[None], axis=0)[0]
+                conf, best = torch.from_numpy(block[:, :out_rows]).max(dim=0)  # one pass for both
+                conf, best = conf.numpy(), best.numpy()
                 ok = valid[:out_rows, :done]
                 classes[:, x0:x0 + done] = np.where(ok, best, NODATA)
                 confidence[:, x0:x0 + done] = np.where(ok, np.rint(np.clip(conf, 0, 1) * 100), NODATA)
@@ -159,14 +181,15 @@ def _batches(xs: list[tuple[int, int]], batch: int) -> Iterator[list[int]]:
     yield group
 
 
-def _forward(wm: WindowModel, image: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
-    """Class probabilities (n, K, h, w) of same-sized windows (offset, width) of an image strip."""
+def _forward(wm: WindowModel, image: np.ndarray, valid: np.ndarray, windows: list[tuple[int, int]]) -> np.ndarray:
+    """Class probabilities (n, K, h, w) of same-sized windows (offset, width) of an image strip
+    (physical units, NaN at nodata; normalised in place)."""
     h, w = image.shape[1], windows[0][1]
-    x = normalise(image, wm.mean, wm.std)
-    nodata = np.isnan(x)
-    if nodata.any():
-        x[nodata] = 0.0  # nodata -> the band mean
-    tiles = torch.from_numpy(np.stack([x[:, :, c:c + w] for c, _ in windows]))
+    scale, shift = normalise_affine(wm.mean, wm.std)
+    x = torch.from_numpy(image).mul_(torch.from_numpy(scale)).add_(torch.from_numpy(shift))
+    if not valid.all():
+        x.nan_to_num_(0.0)  # nodata -> the band mean
+    tiles = x[None] if windows == [(0, image.shape[2])] else torch.stack([x[:, :, c:c + w] for c, _ in windows])
     size = (wm.model_size(h), wm.model_size(w))
     if size != (h, w):  # as training chips were resized: area to shrink, bilinear to grow
         tiles = F.interpolate(tiles, size=size, mode="area") if size[0] < h and size[1] < w else \
@@ -179,7 +202,15 @@ def _forward(wm: WindowModel, image: np.ndarray, windows: list[tuple[int, int]])
                              f"({str(exc).splitlines()[0]}); try another --window") from exc
     probs = torch.softmax(logits[:, :wm.num_classes].float(), dim=1).cpu()
     if probs.ndim == 2:  # classifier: one label per window
-        return probs.numpy()[:, :, None, None]
+        return np.broadcast_to(probs.numpy()[:, :, None, None], (*probs.shape, h, w)).copy()
     if probs.shape[-2:] != (h, w):
         probs = F.interpolate(probs, size=(h, w), mode="bilinear", align_corners=False)
     return probs.numpy()
+
+
+def normalise_affine(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`normalise` as x * scale + shift per band ((C, 1, 1) float32 each), for one in-place pass."""
+    bands = len(mean)
+    shift = normalise(np.zeros((bands, 1, 1), np.float32), mean, std)
+    scale = normalise(np.ones((bands, 1, 1), np.float32), mean, std) - shift
+    return scale, shift

@@ -59,11 +59,11 @@ class Scene:
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + height, self.height), min(col + width, self.width)
         inner = Window(c0, r0, c1 - c0, r1 - r0)
-        image = np.empty((len(self.sources), r1 - r0, c1 - c0), dtype=np.float32)
         valid = np.ones((r1 - r0, c1 - c0), dtype=bool)
         groups: dict[int, list[int]] = {}  # one read per file, all its bands at once
         for i, (src, _) in enumerate(self.sources):
             groups.setdefault(id(src), []).append(i)
+        parts = []
         for positions in groups.values():
             src = self.sources[positions[0]][0]
             raw = self._read_bands(src, [self.sources[i][1] for i in positions], inner)
@@ -71,7 +71,13 @@ class Scene:
                 valid &= (raw != src.nodata).all(axis=0)  # a pixel is nodata where any band is
             if raw.dtype.kind == "f":
                 valid &= np.isfinite(raw).all(axis=0)
-            image[positions] = to_physical(raw)
+            parts.append((positions, to_physical(raw)))
+        if len(parts) == 1 and parts[0][0] == list(range(len(self.sources))):
+            image = parts[0][1]  # one file, bands in the model's order: no copy
+        else:
+            image = np.empty((len(self.sources), r1 - r0, c1 - c0), dtype=np.float32)
+            for positions, values in parts:
+                image[positions] = values
         if self.alpha is not None:
             valid &= self._read_bands(self.alpha[0], [self.alpha[1]], inner)[0] > 0
         if not valid.all():
