@@ -12,8 +12,10 @@ import torch
 from inference_factory import CLASSES, COLORS, class_field, make_checkpoint, reflectance, write_geotiff, write_png
 from landmeta.cli import main
 from landmeta.errors import DataError
+from landmeta.inference.adaptation import counting_steps
 from landmeta.inference.support import read_support
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.adapt import adapt
+from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -47,6 +49,7 @@ def test_adapt_then_predict_a_held_out_scene(tmp_path, capsys):
                           "--out", tmp_path / "models" / "region.pt", "--steps", 20, "--lr", 0.1)
     assert code == 0, err
     assert "5 tiles" in out and "20 steps" in out
+    assert "adapt: 100%" in err and "20/20" in err  # the progress bar follows the steps
     adapted = load_checkpoint(tmp_path / "models" / "region.pt")
     assert adapted["method"] == "maml" and adapted["adapted_from"] == str(base.resolve())
     assert adapted["adaptation"]["tiles"] == [f"images/t{i}.tif" for i in range(5)]
@@ -58,6 +61,23 @@ def test_adapt_then_predict_a_held_out_scene(tmp_path, capsys):
     before = _accuracy(capsys, base, scene, truth, tmp_path / "before")
     after = _accuracy(capsys, tmp_path / "models" / "region.pt", scene, truth, tmp_path / "after")
     assert after > 0.8 and after > before + 0.3
+
+
+@pytest.mark.parametrize("method,norm_stats", [("maml", "support"), ("maml", "trained"), ("pretrain", "support")])
+def test_step_counter_sees_every_adaptation_step_once(tmp_path, method, norm_stats):
+    """The adapt progress bar advances once per inner-loop or fine-tuning step (BatchNorm
+    re-estimation is not a step) and stops counting when adaptation is over."""
+    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt", method=method))
+    data = read_support(_support(tmp_path / "support", tiles=2, size=(32, 32)), ckpt)
+    model = model_from_checkpoint(ckpt)
+    seen: list[int] = []
+    with counting_steps(model, lambda: seen.append(1)):
+        adapted = adapt(ckpt, model, data.x, data.y, steps=4, lr=0.01, norm_stats=norm_stats)
+    assert len(seen) == 4
+    with torch.enable_grad():
+        model.train()(data.x)
+        adapted.train()(data.x)  # the copy made by adapt carries the hook, now quiet
+    assert len(seen) == 4
 
 
 def test_class_map_renames_the_users_ids(tmp_path):
