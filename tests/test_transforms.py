@@ -12,7 +12,7 @@ from store_factory import BANDS, make_store
 
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import TaskSampler
-from landmeta.data.transforms import BatchMaker, augmentation_pipeline, normalise, seed_pipeline
+from landmeta.data.transforms import BatchMaker, normalise
 from landmeta.errors import StoreError
 
 
@@ -91,18 +91,20 @@ def test_resize_images_and_masks(store: ChipStore):
 
 
 def test_augmentation_keeps_image_and_mask_aligned(store: ChipStore):
-    """A band equal to the mask stays equal to it after augmentation, on every chip."""
-    pipeline = augmentation_pipeline()
+    """A band equal to the mask stays equal to it after augmentation, on every chip; all 8 symmetries occur."""
+    maker = BatchMaker(store, augment=True)
     rng = np.random.default_rng(0)
-    seed_pipeline(pipeline, rng)
+    mask = torch.from_numpy(rng.integers(0, 6, size=(40, 16, 16), dtype=np.uint8))
+    image = torch.cat([torch.from_numpy(rng.normal(size=(40, 12, 16, 16)).astype(np.float32)),
+                       mask[:, None].float()], dim=1)
+    x, y = maker._augment(image, mask, rng)
+    assert x.shape == (40, 13, 16, 16) and x.dtype == torch.float32 and y.dtype == torch.uint8
+    torch.testing.assert_close(x[:, 12], y.float(), rtol=0, atol=0)
     seen = set()
-    mask = rng.integers(0, 6, size=(16, 16), dtype=np.uint8)
-    for _ in range(40):
-        image = np.concatenate([rng.normal(size=(16, 16, 12)), mask[..., None]], axis=2).astype(np.float32)
-        out = pipeline(image=image, mask=mask)
-        assert out["image"].shape == (16, 16, 13) and out["image"].dtype == np.float32
-        np.testing.assert_array_equal(out["image"][..., 12], out["mask"])
-        seen.add(out["mask"].tobytes())
+    for i in range(40):
+        found = [k for k, (xx, yy) in enumerate(_symmetries(image[i], mask[i])) if torch.equal(xx, x[i])]
+        assert found
+        seen.add(found[0])
     assert len(seen) == 8  # all eight symmetries of the square occur
 
     # through BatchMaker: the same chips augmented with one rng seed give the same tensors
@@ -149,3 +151,17 @@ def test_unlabelled_chip_refused_for_classification(tmp_path: Path):
     chips.to_csv(path / "chips.csv", index=False)
     with pytest.raises(StoreError, match=r"chips \[2\] have no label"):
         BatchMaker(ChipStore.open(path)).chip_tensors(np.array([1, 2]), "classification")
+
+
+def test_prepared_chips_are_cached_within_budget(store: ChipStore):
+    idx = np.array([3, 50, 3, 7])
+    cached, uncached = BatchMaker(store, chip_size=16), BatchMaker(store, chip_size=16, cache_mb=0)
+    first, _ = cached.chip_tensors(idx, "classification")
+    again, _ = cached.chip_tensors(idx[::-1].copy(), "classification")
+    plain, _ = uncached.chip_tensors(idx, "classification")
+    assert sorted(cached._cache) == [3, 7, 50] and not uncached._cache
+    assert torch.equal(first, plain) and torch.equal(again, plain.flip(0))
+    chip_bytes = first[0].nbytes
+    small = BatchMaker(store, chip_size=16, cache_mb=2.5 * chip_bytes / 2**20)
+    x, _ = small.chip_tensors(idx, "classification")
+    assert len(small._cache) == 2 and torch.equal(x, plain)  # full: the rest is prepared, not kept

@@ -62,6 +62,7 @@ class _Region:
     chips: np.ndarray
     parents: np.ndarray
     by_class: dict[int, np.ndarray]
+    class_parents: dict[int, np.ndarray]  # parents of by_class's chips, in the same order
 
 
 # Per-store caches (region pools by split, usable regions by settings), built once per store.
@@ -80,7 +81,8 @@ def _split_index(store: ChipStore, split: str) -> dict[str, _Region]:
         for region in store.regions_in(split):
             idx = np.flatnonzero((chips["region"] == region).to_numpy() & (labels >= 0))
             by_class = {int(c): idx[labels[idx] == c] for c in np.unique(labels[idx])}
-            index[region] = _Region(idx, parent_codes[idx], by_class)
+            index[region] = _Region(idx, parent_codes[idx], by_class,
+                                    {c: parent_codes[chips_c] for c, chips_c in by_class.items()})
         cache[("index", split)] = index
     return cache[("index", split)]
 
@@ -150,8 +152,8 @@ def _classification_task(region: str, reg: _Region, rng: np.random.Generator,
     taken = np.unique(reg.parents[np.searchsorted(reg.chips, np.concatenate(support))])
     query = []
     for c in classes:
-        pool = reg.by_class[c]
-        pool = pool[~np.isin(reg.parents[np.searchsorted(reg.chips, pool)], taken)]
+        free = (reg.class_parents[c][:, None] != taken[None, :]).all(axis=1)  # parent holds no support chip
+        pool = reg.by_class[c][free]
         if len(pool) < q_query:
             return None
         query.append(rng.choice(pool, size=q_query, replace=False))
