@@ -167,14 +167,18 @@ def global_class_head(ckpt: dict[str, Any]) -> bool:
     return ckpt["task_kind"] == "classification" and ckpt["config"]["meta"].get("class_head") == "global"
 
 
-def finetune_grid(config: Config) -> list[dict[str, Any]]:
-    """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain and random init.
+def finetune_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
+    """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain or random init.
 
-    0 steps (no fine-tuning: the network as trained, its head cut to the task's classes) is one
-    candidate whatever the learning rates and layers."""
+    For pretraining, 0 steps (no fine-tuning: the network as trained, its head cut to the task's
+    classes) is one candidate whatever the learning rates and layers. A random-init network is
+    always trained, and in all its layers (its random features are worth nothing alone)."""
     cfg = config.eval
     grid = [{"steps": s, "lr": lr, "layers": layers}
             for s, lr, layers in itertools.product(cfg.finetune_steps, cfg.finetune_lrs, cfg.finetune_layers)]
+    if family == "random":
+        grid = [hp for hp in grid if hp["steps"] > 0 and hp["layers"] == "all"]
+        return grid or [{"steps": max(cfg.finetune_steps), "lr": max(cfg.finetune_lrs), "layers": "all"}]
     zero = [hp for hp in grid if hp["steps"] == 0][:1]
     return zero + [hp for hp in grid if hp["steps"] != 0]
 
@@ -243,16 +247,16 @@ def _init_worker(setup: EvalSetup) -> None:
     _EVALUATOR = Evaluator(setup)
 
 
-def _val_unit(args: tuple[int, int, Task]) -> tuple[int, int, dict[str, list[float]]]:
-    """Score every grid candidate of the tuned methods on one meta-val task."""
-    shots, task_id, task = args
+def _val_unit(args: tuple[int, int, Task, list[str]]) -> tuple[int, int, dict[str, list[float]]]:
+    """Score every grid candidate of the named methods on one meta-val task."""
+    shots, task_id, task, names = args
     ev = _EVALUATOR
     xs, ys, xq, yq = ev.tensors(task)
     headline = metric_names(ev.kind)[0]
     scores = {}
-    for method in (m for m in ev.methods if m.family in ("pretrain", "random")):
+    for method in (m for m in ev.methods if m.name in names):
         scores[method.name] = [ev.score(task, yq, ev.predict(method, task, xs, ys, xq, ev.setup.seed + task_id, hp))[headline]
-                               for hp in finetune_grid(ev.config)]
+                               for hp in finetune_grid(ev.config, method.family)]
     return shots, task_id, scores
 
 
@@ -429,17 +433,18 @@ def _tune(probe: Evaluator, store: ChipStore, kind: str, n_way: int, shots: list
           tuned: dict[str, Any], workers: int, progress: bool) -> dict[str, Any]:
     """Choose steps, lr and layers per shot count for pretrain and random init on meta-val tasks."""
     config, setup = probe.config, probe.setup
-    grid = finetune_grid(config)
+    grids = {m.name: finetune_grid(config, m.family) for m in probe.methods if m.family in ("pretrain", "random")}
     tuned = {k: dict(v) for k, v in tuned.items()}
-    names = [m.name for m in probe.methods if m.family in ("pretrain", "random")]
-    if len(grid) == 1:  # nothing to choose: skip the meta-val runs
-        for name in names:
-            tuned.setdefault(name, {}).update({str(s): grid[0] | {"val_score": None, "val_tasks": 0} for s in shots})
+    for name in [n for n, grid in grids.items() if len(grid) == 1]:  # nothing to choose: no meta-val runs
+        tuned.setdefault(name, {}).update({str(s): grids[name][0] | {"val_score": None, "val_tasks": 0}
+                                           for s in shots})
+    names = [n for n, grid in grids.items() if len(grid) > 1]
+    if not names:
         return tuned
     items = []
     for s in shots:
         val = load_or_create_tasks(store, "val", kind, n_way, s, config.task.q_query, config.task.val_tasks, setup.seed)
-        items += [(s, i, task) for i, task in enumerate(val)]
+        items += [(s, i, task, names) for i, task in enumerate(val)]
     scores: dict[tuple[str, int], list[list[float]]] = {}
     bar = _bar(progress, len(items), "tune on meta-val")
     for s, _, result in _map(probe, workers, _val_unit, items):
@@ -450,6 +455,6 @@ def _tune(probe: Evaluator, store: ChipStore, kind: str, n_way: int, shots: list
     for (name, s), values in scores.items():
         means = np.mean(values, axis=0)
         best = int(np.argmax(means))
-        tuned.setdefault(name, {})[str(s)] = grid[best] | {"val_score": float(means[best]),
-                                                           "val_tasks": len(values)}
+        tuned.setdefault(name, {})[str(s)] = grids[name][best] | {"val_score": float(means[best]),
+                                                                  "val_tasks": len(values)}
     return tuned
