@@ -75,3 +75,33 @@ def test_local_encoder_weights(tmp_path) -> None:
     cfg.encoder_weights = str(tmp_path / "bad.pt")
     with pytest.raises(ModelError, match="bad.pt"):
         build_model(cfg, 4, 3, "segmentation")
+
+
+def test_batchnorm_mode_keeps_values_and_gives_exact_second_derivatives() -> None:
+    """Inside BatchNormMode training-mode BatchNorm gives the same output, running statistics and
+    gradients as PyTorch's, and its hand-written double backward passes gradgradcheck."""
+    from landmeta.models.batchnorm import BatchNormMode
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    w = (torch.rand(3, generator=g, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def bn(x, w, b, stats=(None, None)):
+        with BatchNormMode():
+            return torch.nn.functional.batch_norm(x, *stats, w, b, training=True)
+
+    assert torch.autograd.gradcheck(bn, (x, w, b)) and torch.autograd.gradgradcheck(bn, (x, w, b))
+    ours, theirs = (torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)), \
+        (torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64))
+    out = bn(x, w, b, ours)
+    ref = torch.nn.functional.batch_norm(x, *theirs, w, b, training=True)
+    assert torch.equal(out, ref) and all(torch.equal(a, c) for a, c in zip(ours, theirs))
+    up = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    for a, c in zip(torch.autograd.grad(out, (x, w, b), up), torch.autograd.grad(ref, (x, w, b), up)):
+        assert torch.equal(a, c)
+    double = [torch.autograd.grad((grads[0] ** 2).sum() + grads[1].sum(), (x, w))
+              for grads in (torch.autograd.grad((f ** 3).sum(), (x, w), create_graph=True)
+                            for f in (bn(x, w, b), torch.nn.functional.batch_norm(x, None, None, w, b, training=True)))]
+    for a, c in zip(*double):
+        torch.testing.assert_close(a, c)
