@@ -90,6 +90,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast on CUDA; pretraining and first-order methods only
     compile: bool = False  # torch.compile the model for pretraining
     init_from: str | None = None  # checkpoint whose weights start the run (e.g. MAML from pretraining)
+    workers: int = 0  # DataLoader processes making the next steps' tasks ahead; 0 = in the training process
 
 
 @dataclass

@@ -4,11 +4,12 @@ Builds a store whose images.npy is larger than this machine's RAM (a sparse file
 small generated store, repeated, at 256 px; the new rows read as zeros, which costs no disk), then,
 in a child process whose heap is capped with RLIMIT_DATA (private, writable memory: what reading
 the store into memory would need; the store's read-only memory map does not count), samples
-meta-training tasks spread over the whole store through ChipStore, sample_task and BatchMaker.
+meta-training tasks spread over the whole store as meta-training draws them (`landmeta.meta.feed`,
+in DataLoader worker processes, which inherit the cap).
 Prints the store size, the cap, the peak resident memory, and checks that loading images.npy
 into memory fails under the same cap.
 
-    .venv/bin/python scripts/scale_out_memory.py --gib 32 --tasks 100
+    .venv/bin/python scripts/scale_out_memory.py --gib 32 --tasks 100 --workers 2
 """
 
 from __future__ import annotations
@@ -35,32 +36,36 @@ import numpy as np
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import sample_task
 from landmeta.data.transforms import BatchMaker
+from landmeta.meta.distributed import World
+from landmeta.meta.feed import MetaBatches, steps_data
 
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
-path, tasks, headroom = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+path, tasks, headroom, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 store = ChipStore.open(path)
 batches = BatchMaker(store, chip_size=32)
 cap = status("VmData") + headroom
-resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
-rng = np.random.default_rng(0)
-started, touched = time.perf_counter(), set()
-for _ in range(tasks):
-    task = sample_task(store, "train", "classification", rng, 4, 1, 2)
-    batches.task_tensors(task, rng)
-    touched.update(task.support.tolist() + task.query.tolist())
+resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))  # inherited by the DataLoader workers
+data = MetaBatches(store, batches, "classification", 4, 1, 2, 1, 0, World())  # one task per step
+started = time.perf_counter()
+made = sum(len(draws) for draws in steps_data(data, 0, tasks, workers))  # as meta-training draws them
 seconds = time.perf_counter() - started
+touched = set()
+for step in range(tasks):  # the same tasks again, indices only
+    task = sample_task(store, "train", "classification", np.random.default_rng([0, step, 0]), 4, 1, 2)
+    touched.update(task.support.tolist() + task.query.tolist())
 try:
     np.load(store.path / "images.npy")
     loaded = "loaded (the cap did not bind)"
 except MemoryError:
     loaded = "MemoryError"
-print(f"cap {cap / 2**30:.2f} GiB (heap after imports + {headroom / 2**30:.2f} GiB); "
-      f"{tasks} tasks, {len(touched)} distinct chips from index {min(touched)} to {max(touched)}, "
-      f"{tasks / seconds:.1f} tasks/s; peak RSS {status('VmHWM') / 2**30:.2f} GiB; "
-      f"np.load(images.npy) without memory map: {loaded}")
+workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+print(f"cap {cap / 2**30:.2f} GiB (heap after imports + {headroom / 2**30:.2f} GiB); {workers} DataLoader "
+      f"workers; {made} tasks, {len(touched)} distinct chips from index {min(touched)} to {max(touched)}, "
+      f"{made / seconds:.1f} tasks/s; peak RSS {status('VmHWM') / 2**30:.2f} GiB (largest worker "
+      f"{workers_peak / 2**30:.2f} GiB); np.load(images.npy) without memory map: {loaded}")
 """
 
 
@@ -91,6 +96,7 @@ def main() -> None:
     parser.add_argument("--gib", type=float, default=32.0, help="size of images.npy in GiB")
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--headroom-mib", type=int, default=1024)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (0: none)")
     args = parser.parse_args()
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,7 +105,7 @@ def main() -> None:
         size = (Path(tmp) / "big" / "images.npy").stat().st_size
         print(f"store: {n} chips, images.npy {size / 2**30:.1f} GiB; machine RAM {ram / 2**30:.1f} GiB")
         subprocess.run([sys.executable, "-c", CHILD, str(Path(tmp) / "big"), str(args.tasks),
-                        str(args.headroom_mib * 2**20)], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                        str(args.headroom_mib * 2**20), str(args.workers)], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 if __name__ == "__main__":

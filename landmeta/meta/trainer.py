@@ -23,10 +23,11 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from landmeta.config import Config, config_to_dict, dump_config
 from landmeta.data.store import ChipStore
-from landmeta.data.tasks import Task, load_or_create_tasks, sample_task
+from landmeta.data.tasks import Task, load_or_create_tasks
 from landmeta.data.transforms import BatchMaker
 from landmeta.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 from landmeta.evaluation.metrics import metric_names, task_metrics
@@ -34,6 +35,7 @@ from landmeta.io import atomic_write_json, atomic_write_text, code_version, prov
 from landmeta.meta.adapt import adapt
 from landmeta.meta import distributed as dd
 from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
+from landmeta.meta.feed import MetaBatches, PooledBatches, TaskDraw, pretraining_pool, steps_data
 from landmeta.meta.maml import (MAML_METHODS, InnerRates, StepNorms, build_rates, build_step_norms, meta_step,
                                 rate_mode, task_loss)
 from landmeta.models import build_model
@@ -303,7 +305,8 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
     eval_batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=False)
     forward_model = torch.compile(model) if config.train.compile else model
     step_fn = _maml_step(config, setup, model, rates, device, world, norms) if rates is not None else \
-        _pretrain_step(config, setup, forward_model, device, world)
+        _pretrain_step(forward_model, setup.kind, device, world)
+    feed = steps_data(_step_data(config, setup, world, rates is not None), start, meta.steps, config.train.workers)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and device.type == "cuda" \
         else nullcontext()
     board = _tensorboard(out) if world.main else None
@@ -325,12 +328,12 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
         writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
         if world.main and fh.tell() == 0:
             writer.writeheader()
-        for step in range(start + 1, meta.steps + 1):
+        for step, data in zip(range(start + 1, meta.steps + 1), feed):
             model.train()
             optimiser.zero_grad(set_to_none=True)
             buffers = {k: v.clone() for k, v in model.named_buffers()} if world.active else {}
             with amp:
-                loss, metric = step_fn(step - 1)
+                loss, metric = step_fn(step - 1, data)
             dd.reduce_gradients(trained, world)
             dd.reduce_buffers(model, buffers, world)
             norm = float(nn.utils.clip_grad_norm_(trained, meta.grad_clip))
@@ -375,55 +378,50 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
 
 def _maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates,
                device: torch.device, world: dd.World,
-               norms: StepNorms | None = None) -> Callable[[int], tuple[float, float]]:
-    """Task i of outer step `index` comes from a generator seeded by (seed, index, i), so each rank
-    draws only its own tasks (i = rank, rank + N, ...)."""
-    task = config.task
+               norms: StepNorms | None = None) -> Callable[[int, list[TaskDraw]], tuple[float, float]]:
+    """One outer step on this rank's tasks of the meta-batch (made by `feed.MetaBatches`)."""
 
-    def step(index: int) -> tuple[float, float]:
-        batch, truths, rows = [], [], []
-        for i in dd.my_share(config.meta.meta_batch, world):
-            rng = np.random.default_rng([config.seed, index, i])
-            drawn = sample_task(setup.store, "train", setup.kind, rng, task.n_way, task.k_shot, task.q_query)
-            t = setup.batches.task_tensors(drawn, rng)
-            batch.append(tuple(dd.to_device(v, device) for v in (t.x_support, t.y_support, t.x_query, t.y_query)))
-            truths.append(t.y_query)
-            rows.append(torch.as_tensor(drawn.classes, device=device))
+    def step(index: int, draws: list[TaskDraw]) -> tuple[float, float]:
+        batch = [tuple(dd.to_device(v, device) for v in (d.tensors.x_support, d.tensors.y_support,
+                                                         d.tensors.x_query, d.tensors.y_query)) for d in draws]
+        rows = [torch.as_tensor(d.classes, device=device) for d in draws]
         global_head = setup.kind == "classification" and config.meta.class_head == "global"
         result = meta_step(model, rates, config.meta, batch, index, rows=rows if global_head else None,
                            norms=norms)
         metric_sum, metric_count = dd.mean_over_ranks(
-            [headline(setup.kind, lg, y) for lg, y in zip(result.logits, truths)], world)
+            [headline(setup.kind, lg, d.tensors.y_query) for lg, d in zip(result.logits, draws)], world)
         loss_sum, _ = dd.mean_over_ranks([result.loss], world)
         return loss_sum / world.size, metric_sum / metric_count if metric_count else float("nan")
 
     return step
 
 
-def _pretrain_step(config: Config, setup: Setup, model: nn.Module, device: torch.device,
-                   world: dd.World) -> Callable[[int], tuple[float, float]]:
-    """The batch of outer step `index` is drawn from a generator seeded by (seed, index); rank r
-    takes its chips r, r+N, ... (BatchNorm then sees each rank's share, as in data-parallel training)."""
-    store = setup.store
-    pool = store.chips[store.chips["region"].isin(store.regions_in("train"))]
-    if setup.kind == "classification":
-        pool = pool[pool["label"] >= 0]
-    chips = pool["chip"].to_numpy()
-    if len(chips) == 0:
-        raise ConfigError(f"{store.path}: no {setup.kind} chips in meta-train regions to pretrain on")
+def _pretrain_step(model: nn.Module, kind: str, device: torch.device,
+                   world: dd.World) -> Callable[[int, tuple[Tensor, Tensor]], tuple[float, float]]:
+    """One step on this rank's share of the pooled batch (made by `feed.PooledBatches`); BatchNorm
+    sees each rank's share, as in data-parallel training."""
 
-    def step(index: int) -> tuple[float, float]:
-        rng = np.random.default_rng([config.seed, index])
-        idx = np.sort(rng.choice(chips, size=min(config.train.batch_size, len(chips)), replace=False))
-        x, y = setup.batches.chip_tensors(idx[world.rank::world.size], setup.kind, rng)
+    def step(index: int, batch: tuple[Tensor, Tensor]) -> tuple[float, float]:
+        x, y = batch
         logits = model(dd.to_device(x, device))
         loss = task_loss(logits, dd.to_device(y, device))
         loss.backward()
         loss_sum, _ = dd.mean_over_ranks([loss.item()], world)
-        metric_sum, metric_count = dd.mean_over_ranks([headline(setup.kind, logits.detach(), y)], world)
+        metric_sum, metric_count = dd.mean_over_ranks([headline(kind, logits.detach(), y)], world)
         return loss_sum / world.size, metric_sum / metric_count if metric_count else float("nan")
 
     return step
+
+
+def _step_data(config: Config, setup: Setup, world: dd.World, maml: bool) -> Dataset:
+    """The data of every outer step: task i of step s drawn from a generator seeded by (seed, s, i),
+    so each rank draws only its own tasks; a pretraining batch from (seed, s)."""
+    task = config.task
+    if maml:
+        return MetaBatches(setup.store, setup.batches, setup.kind, task.n_way, task.k_shot, task.q_query,
+                           config.meta.meta_batch, config.seed, world)
+    return PooledBatches(setup.batches, pretraining_pool(setup.store, setup.kind), setup.kind,
+                         config.train.batch_size, config.seed, world)
 
 
 def _step_of(path: Path) -> int | str:
