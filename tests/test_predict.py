@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import geopandas as gpd
@@ -16,9 +17,11 @@ from PIL import Image
 from inference_factory import (CLASSES, COLORS, UTM, class_field, make_checkpoint, reflectance, write_geotiff,
                                write_png)
 from landmeta.cli import main
-from landmeta.inference.predict import WindowModel, predict_strips
+from landmeta.inference.predict import MAX_STRETCH, WindowModel, predict_strips, window_layout
 from landmeta.inference.scene import open_scene
 
+SYSTEM_PYTHON = "/usr/bin/python3"  # QGIS's Python bindings come with the system's Python
+CHECK_QGIS = Path(__file__).resolve().parents[1] / "scripts" / "check_qgis.py"
 BIGEARTHNET = Path("/work/shared/data/bigearthnet-s2/S2_patches")
 S2_12 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
@@ -56,6 +59,23 @@ def test_blending_equals_a_per_pixel_model_everywhere(tmp_path, window, overlap,
     assert (classes[valid] == probs.argmax(0).numpy()[valid]).all()
     assert np.abs(conf[valid].astype(int) - np.rint(probs.max(0).values.numpy()[valid] * 100)).max() <= 1
     assert (classes[~valid] == 255).all() and (conf[~valid] == 255).all()
+
+
+def test_window_layout_covers_the_scene_without_thin_windows():
+    for size in range(1, 3000, 37):
+        for window, overlap, multiple in [(1024, 32, 32), (64, 16, 32), (512, 0, 8), (96, 48, 32)]:
+            layout = window_layout(size, window, overlap, multiple, fixed=False)
+            assert layout[0][0] == 0
+            assert all(a + la - overlap == b for (a, la), (b, _) in zip(layout, layout[1:]))  # exact overlaps
+            end = layout[-1][0] + layout[-1][1]
+            assert size <= end < size + multiple + (multiple if len(layout) > 1 else 0)
+            assert all(length % multiple == 0 for _, length in layout[1:] + layout[-1:])
+            assert max(length for _, length in layout) <= window * MAX_STRETCH + multiple
+            if len(layout) > 1:  # no window below about half the window (a sliver runs the model badly)
+                assert min(length for _, length in layout) >= (window * MAX_STRETCH + overlap) / 2
+    assert window_layout(2048, 1024, 32, 32, False) == [(0, 1024), (992, 1056)]  # not 1024, 1024, 64
+    assert window_layout(2448, 1024, 32, 32, False) == [(0, 1024), (992, 768), (1728, 736)]
+    assert window_layout(100, 32, 0, 32, True) == [(0, 32), (32, 32), (64, 32), (96, 32)]  # classifier windows
 
 
 def test_geotiff_maps_keep_crs_transform_colours_and_nodata(tmp_path, seg_ckpt, capsys):
@@ -103,6 +123,7 @@ def test_jpg_without_georeference_gives_png_maps(tmp_path, capsys):
     assert tuple(classes.getpalette()[:9]) == tuple(v for c in COLORS for v in c)
     assert Image.open(tmp_path / "maps" / "tile_sat_confidence.png").size == (160, 120)
     assert (tmp_path / "maps" / "tile_sat_preview.png").is_file()
+    assert 'label="Water"' in (tmp_path / "maps" / "tile_sat_classes.qml").read_text()  # names in QGIS
     assert not list((tmp_path / "maps").glob("*.tif")) and not list((tmp_path / "maps").glob(".*"))
     assert not list((tmp_path / "maps").glob("*.gpkg"))
 
@@ -183,3 +204,46 @@ def test_classifier_gives_one_class_per_window(tmp_path, capsys):
     maml = make_checkpoint(tmp_path / "maml.pt", kind="classification", method="maml", chip_size=32)
     code, _, err = _predict(capsys, "--model", maml, "--input", scene, "--out", tmp_path / "m2")
     assert code == 2 and "landmeta adapt" in err
+
+
+def _has_qgis() -> bool:
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _check_qgis(*args: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([SYSTEM_PYTHON, str(CHECK_QGIS), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin",
+                                            "HOME": str(Path.home())})
+
+
+@pytest.mark.skipif(not _has_qgis(), reason="needs QGIS for the system Python (apt-get install python3-qgis "
+                                            "qgis-providers); see docs/mapping.md")
+def test_maps_open_in_qgis_in_place_with_colours_and_legend(tmp_path, seg_ckpt, capsys):
+    """Real QGIS (headless) opens the maps of a GeoTIFF and of a JPG: CRS, extent, palette and names
+    from the legend, polygons, a store's layers, and a rendering showing each pixel's class colour."""
+    from store_factory import make_store
+    data = reflectance(class_field(150, 210), 4)
+    data[:, :12, :30] = 0
+    scene = write_geotiff(tmp_path / "scene.tif", data, nodata=0)
+    code, _, err = _predict(capsys, "--model", seg_ckpt, "--input", scene, "--out", tmp_path / "maps",
+                            "--window", 64, "--polygons")
+    assert code == 0, err
+    store = make_store(tmp_path / "store", parents_per_region=2)
+    done = _check_qgis("--map", tmp_path / "maps" / "scene_classes.tif", "--input", scene, "--store", store)
+    assert done.returncode == 0 and done.stdout.rstrip().endswith("all checks passed"), done.stdout + done.stderr
+    assert "CRS EPSG:32631 = input's EPSG:32631" in done.stdout and "layer 'tiles' is valid" in done.stdout
+    assert "render: 100.00% of pixels show their class's colour" in done.stdout
+
+    ckpt = make_checkpoint(tmp_path / "rgb.pt", bands=("red", "green", "blue"))
+    rgb = np.moveaxis(reflectance(class_field(120, 160), 3) // 12, 0, -1).clip(0, 255).astype(np.uint8)
+    jpg = write_png(tmp_path / "tile_sat.jpg", rgb)
+    code, _, err = _predict(capsys, "--model", ckpt, "--input", jpg, "--out", tmp_path / "maps", "--window", 64)
+    assert code == 0, err
+    done = _check_qgis("--map", tmp_path / "maps" / "tile_sat_classes.png", "--input", jpg)
+    assert done.returncode == 0 and "CRS no CRS = input's no CRS" in done.stdout, done.stdout + done.stderr
+    (tmp_path / "maps" / "tile_sat_classes.qml").unlink()  # without its style QGIS shows ids, not names
+    done = _check_qgis("--map", tmp_path / "maps" / "tile_sat_classes.png", "--input", jpg)
+    assert done.returncode == 1 and "FAIL class map: palette has exactly the 3 legend classes" in done.stdout

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{files.classes}  (class map GeoTIFF; QGIS style {files.style.name})")
             print(f"{files.confidence}  (confidence %)")
         else:
-            print(f"{files.classes}  (no georeference in the input: PNG outputs)")
+            print(f"{files.classes}  (no georeference in the input: PNG outputs; QGIS style {files.style.name})")
             print(f"{files.confidence}  (confidence %, PNG)")
         print(f"{files.preview}  (quick-look with legend)")
         if files.polygons:

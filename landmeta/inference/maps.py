@@ -47,7 +47,7 @@ class MapFiles:
     confidence: Path
     preview: Path
     legend: Path
-    style: Path | None
+    style: Path
     polygons: Path | None
     georeferenced: bool
 
@@ -62,11 +62,10 @@ def default_colors(n: int) -> list[tuple[int, int, int]]:
 def output_paths(out: Path, name: str, georeferenced: bool, polygons: bool) -> dict[str, Path]:
     ext = "tif" if georeferenced else "png"
     paths = {"classes": out / f"{name}_classes.{ext}", "confidence": out / f"{name}_confidence.{ext}",
-             "preview": out / f"{name}_preview.png", "legend": out / f"{name}_legend.json"}
-    if georeferenced:
-        paths["style"] = out / f"{name}_classes.qml"
-        if polygons:
-            paths["polygons"] = out / f"{name}_polygons.gpkg"
+             "preview": out / f"{name}_preview.png", "legend": out / f"{name}_legend.json",
+             "style": out / f"{name}_classes.qml"}  # QGIS reads it beside a GeoTIFF or a PNG
+    if georeferenced and polygons:
+        paths["polygons"] = out / f"{name}_polygons.gpkg"
     return paths
 
 
@@ -98,8 +97,7 @@ def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend,
             rasterio.shutil.copy(cls_tif, tmp["classes"], driver="PNG")
             rasterio.shutil.copy(conf_tif, tmp["confidence"], driver="PNG")
         write_preview(scene, cls_tif, legend, tmp["preview"])
-        if "style" in tmp:
-            atomic_write_text(tmp["style"], qgis_style(legend))
+        atomic_write_text(tmp["style"], qgis_style(legend))
         if "polygons" in tmp:
             write_polygons(cls_tif, legend, tmp["polygons"])
         legend_record = {"classes": [{"id": i, "name": n, "color": list(c)}
@@ -109,7 +107,7 @@ def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend,
                          "crs": scene.crs.to_string() if scene.crs else None, **record}
         atomic_write_json(tmp["legend"], legend_record)
     return MapFiles(classes=paths["classes"], confidence=paths["confidence"], preview=paths["preview"],
-                    legend=paths["legend"], style=paths.get("style"), polygons=paths.get("polygons"),
+                    legend=paths["legend"], style=paths["style"], polygons=paths.get("polygons"),
                     georeferenced=scene.georeferenced)
 
 
