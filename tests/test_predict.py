@@ -182,6 +182,21 @@ def test_real_sentinel2_band_folder(tmp_path, capsys):
         assert (cls.read(1) != 255).all()
 
 
+def test_quicklook_overview_is_the_scene_decimated(tmp_path):
+    """The quick-look's strip-by-strip decimated read equals the whole scene read and decimated,
+    for a file read in several strips and for a band folder with coarser bands."""
+    data = np.random.default_rng(0).integers(1, 10000, size=(4, 700, 90), dtype=np.uint16)
+    scenes = [(write_geotiff(tmp_path / "tall.tif", data), ["B02", "B03", "B04", "B08"], 300),
+              (sorted(BIGEARTHNET.iterdir())[0], S2_12, 50)]
+    for path, bands, side in scenes:
+        with open_scene(path, bands) as scene:
+            f = int(np.ceil(max(scene.height, scene.width) / side))
+            whole = scene.read(0, 0, scene.height, scene.width)[0][[3, 2, 1], f // 2::f, f // 2::f]
+            overview = scene.overview(side, [3, 2, 1])
+            assert overview.shape == (3, scene.height // f, scene.width // f)
+            assert np.array_equal(overview, whole[:, :scene.height // f, :scene.width // f])
+
+
 def test_window_is_resampled_to_the_training_scale(tmp_path, capsys):
     """Chips of 64 px resized to 32 at training: a 128-px window reaches the model as 64 px."""
     ckpt = make_checkpoint(tmp_path / "half.pt", store_chip_size=64)
