@@ -4,10 +4,11 @@ Writes SEN12MS-layout GeoTIFF triplets (256² patches: S1 float32 x2, S2 uint16 
 for two dataset sizes, then, each in a fresh subprocess (so peak RSS is its own):
   bare  - open and read every band of every s1/s2/lc file with rasterio (the I/O floor);
   store - `preprocess("sen12ms", ...)` of the same files into a chip store.
-Prints patches/s for both, their ratio, and the peak resident memory of each run. Library imports
+The two alternate `--repeats` times (so both see the same load on a shared machine); prints the
+median patches/s of each, their ratio, and the peak resident memory of any run. Library imports
 happen before the clock in both; the page cache is warmed first, so both read from memory.
 
-    .venv/bin/python scripts/bench_preprocess.py [--sizes 32 128] [--repeats 2] [--work DIR]
+    .venv/bin/python scripts/bench_preprocess.py [--sizes 32 128] [--repeats 5] [--work DIR]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import json
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,7 +82,7 @@ def measure(mode: str, root: Path, out: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 128], help="patches per dataset")
-    parser.add_argument("--repeats", type=int, default=2, help="runs of each; the fastest is reported")
+    parser.add_argument("--repeats", type=int, default=5, help="alternated runs of each; the median is reported")
     parser.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,10 +97,12 @@ def main() -> None:
             root, out = work / f"raw{size}", work / f"store{size}"
             make_dataset(root, size)
             measure("bare", root, out)  # warm the page cache: both runs read from memory
-            bare = [measure("bare", root, out) for _ in range(args.repeats)]
-            store = [measure("store", root, out) for _ in range(args.repeats)]
-            b = {k: min(r[k] for r in bare) for k in ("seconds", "cpu")}  # fastest of the repeats
-            s = {k: min(r[k] for r in store) for k in ("seconds", "cpu")}
+            bare, store = [], []
+            for _ in range(args.repeats):  # alternated, so both see the same machine load
+                bare.append(measure("bare", root, out))
+                store.append(measure("store", root, out))
+            b = {k: statistics.median(r[k] for r in bare) for k in ("seconds", "cpu")}
+            s = {k: statistics.median(r[k] for r in store) for k in ("seconds", "cpu")}
             print(f"{size:>8} {size / b['seconds']:>8.1f} | {size / b['cpu']:>7.1f} "
                   f"{size / s['seconds']:>8.1f} | {size / s['cpu']:>7.1f} "
                   f"{b['seconds'] / s['seconds']:>5.2f} | {b['cpu'] / s['cpu']:>4.2f} "
