@@ -165,3 +165,4 @@ def test_prepared_chips_are_cached_within_budget(store: ChipStore):
     small = BatchMaker(store, chip_size=16, cache_mb=2.5 * chip_bytes / 2**20)
     x, _ = small.chip_tensors(idx, "classification")
     assert len(small._cache) == 2 and torch.equal(x, plain)  # full: the rest is prepared, not kept
+    assert cached.chip_tensors(np.array([], dtype=np.int64), "classification")[0].shape == (0, len(BANDS), 16, 16)

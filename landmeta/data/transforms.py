@@ -112,7 +112,7 @@ class BatchMaker:
         """Prepared chips `idx` (n, C, S, S): from the cache, the others prepared (and cached while there is room)."""
         keys = idx.tolist()
         missing = [i for i in dict.fromkeys(keys) if i not in self._cache]
-        if len(missing) == len(keys) and self._cache_left <= 0:
+        if not keys or (len(missing) == len(keys) and self._cache_left <= 0):
             return self._prepare(idx)
         fresh = dict(zip(missing, self._prepare(np.asarray(missing, dtype=np.int64)))) if missing else {}
         for i, chip in fresh.items():
