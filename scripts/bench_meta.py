@@ -3,6 +3,8 @@
 For k = 1..K inner steps it times (CPU time of the process on CPU, wall time on CUDA), side by
 side and interleaved in one process:
   * a second-order meta-step (`landmeta.meta.maml.meta_step`, one task),
+  * the same step with PyTorch's own BatchNorm double backward instead of
+    `landmeta.models.batchnorm` (to measure what that module saves),
   * a first-order meta-step,
   * the baseline: k forward+backward passes over the support batch plus one over the query batch
     with the plain module (the same data volume as the meta-step, no graph through the steps),
@@ -25,11 +27,14 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import nullcontext
 
 import torch
 
+import landmeta.meta.maml as maml
 from landmeta.config import MetaConfig, ModelConfig
 from landmeta.meta.maml import build_rates, meta_step, task_loss
+from landmeta.models.batchnorm import BatchNormMode
 from landmeta.models import build_model
 
 SETTINGS = {  # model config, kind, bands, chip size, support size, query size, classes
@@ -74,6 +79,15 @@ def meta(model: torch.nn.Module, task, k: int, first_order: bool) -> None:
     meta_step(model, rates, cfg, [task], outer_step=0)
 
 
+def meta_torch_bn(model: torch.nn.Module, task, k: int) -> None:
+    """The second-order step with PyTorch's BatchNorm double backward."""
+    maml.BatchNormMode = nullcontext
+    try:
+        meta(model, task, k, False)
+    finally:
+        maml.BatchNormMode = BatchNormMode
+
+
 def timed(fn, device: torch.device) -> float:
     """Seconds of `fn`: CPU time of this process on CPU (less sensitive to other processes on a
     shared machine than wall time; with one torch thread it is the compute time), wall time on CUDA."""
@@ -91,7 +105,7 @@ def time_ratios(name: str, max_k: int, repeats: int, device: torch.device) -> li
     rows = []
     for k in range(1, max_k + 1):
         runs = {"base": lambda: baseline(model, task, k), "so": lambda: meta(model, task, k, False),
-                "fo": lambda: meta(model, task, k, True)}
+                "so_torch_bn": lambda: meta_torch_bn(model, task, k), "fo": lambda: meta(model, task, k, True)}
         for fn in runs.values():  # warm-up
             fn()
         times: dict[str, list[float]] = {key: [] for key in runs}
@@ -100,6 +114,7 @@ def time_ratios(name: str, max_k: int, repeats: int, device: torch.device) -> li
                 times[key].append(timed(fn, device))
         med = {key: statistics.median(v) for key, v in times.items()}
         rows.append({"k": k, "baseline_ms": 1e3 * med["base"], "second_order_ms": 1e3 * med["so"],
+                     "second_order_torch_bn_ms": 1e3 * med["so_torch_bn"],
                      "first_order_ms": 1e3 * med["fo"], "second_order_ratio": med["so"] / med["base"],
                      "first_order_ratio": med["fo"] / med["base"]})
     return rows
@@ -160,9 +175,9 @@ def main() -> None:
     cfg, kind, bands, size, n_s, n_q, classes = SETTINGS[args.model]
     print(f"# {args.model} ({kind}, {bands} bands, {size} px, support {n_s}, query {n_q}), device "
           f"{device}, torch threads {args.threads}, median of {args.repeats}")
-    print("| k | baseline (k+1) fwd+bwd ms | 2nd-order step ms | ratio | 1st-order step ms | ratio "
-          "| peak MiB baseline | 2nd order | 1st order |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| k | baseline (k+1) fwd+bwd ms | 2nd-order step ms | ratio | 2nd order, PyTorch BN ms "
+          "| 1st-order step ms | ratio | peak MiB baseline | 2nd order | 1st order |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in time_ratios(args.model, args.max_k, args.repeats, device):
         memory = []
         for mode in ("base", "so", "fo"):
@@ -172,7 +187,8 @@ def main() -> None:
                 capture_output=True, text=True, check=True)
             memory.append(float(probe.stdout.strip()))
         print(f"| {row['k']} | {row['baseline_ms']:.1f} | {row['second_order_ms']:.1f} | "
-              f"{row['second_order_ratio']:.2f} | {row['first_order_ms']:.1f} | {row['first_order_ratio']:.2f} | "
+              f"{row['second_order_ratio']:.2f} | {row['second_order_torch_bn_ms']:.1f} | "
+              f"{row['first_order_ms']:.1f} | {row['first_order_ratio']:.2f} | "
               f"{memory[0]:.0f} | {memory[1]:.0f} | {memory[2]:.0f} |", flush=True)
 
 
