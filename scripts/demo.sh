@@ -16,16 +16,20 @@ step "preprocess SEN12MS-layout tiles into a chip store"
   --out "$W/data/sen12ms" --split-seed "$SEED" --downsample 2 --chip-size 64 --no-progress
 landmeta inspect "$W/data/sen12ms" --out "$W/data/sen12ms-inspect" > "$W/inspect.txt"
 
-train() {  # one process per core: MAML and pretraining side by side, one torch thread each
+train() {  # KIND METHOD [ARGS]: one torch thread; ARGS (e.g. another --config) go to `landmeta train`
   [ -f "$W/runs/$1-$2/best.pt" ] || OMP_NUM_THREADS=1 landmeta train --config "demo-$1" --method "$2" \
-    --data "$W/data/sen12ms" --out "$W/runs/$1-$2" --set seed="$SEED" --no-progress
+    --data "$W/data/sen12ms" --out "$W/runs/$1-$2" --set seed="$SEED" --no-progress "${@:3}"
 }
 
+# Two processes at a time, one per core. The segmentation MAML run starts from the U-Net
+# pretraining's weights (train.init_from), so that pretraining runs first.
+step "train: classifier MAML and U-Net pretraining"
+train cls maml & a=$!; train seg pretrain & b=$!; wait "$a"; wait "$b"
+step "train: classifier pretraining and U-Net MAML (from the pretrained U-Net)"
+train cls pretrain & a=$!; train seg maml --config demo-seg-maml --set train.init_from="$W/runs/seg-pretrain/best.pt" & b=$!
+wait "$a"; wait "$b"
+
 for kind in cls seg; do
-  step "train $kind: maml and pretrain"
-  train "$kind" maml & maml_pid=$!
-  train "$kind" pretrain & pretrain_pid=$!
-  wait "$maml_pid"; wait "$pretrain_pid"
   step "evaluate $kind on held-out regions"
   landmeta evaluate --data "$W/data/sen12ms" --runs "$W/runs/$kind-maml" "$W/runs/$kind-pretrain" \
     --split test --out "$W/results/$kind"
