@@ -21,6 +21,7 @@ holds set min(s, K), which `eval.norm_stats: trained` (or `blend`) then uses for
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
@@ -169,13 +170,15 @@ def build_step_norms(model: nn.Module, cfg: MetaConfig) -> StepNorms | None:
     return norms
 
 
-def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update_stats: bool = False) -> Tensor:
+def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update_stats: bool = False,
+            double_backward: bool = False) -> Tensor:
     """Run `model` with `params` and `buffers`. In train mode BatchNorm normalises with batch
     statistics and updates the running statistics in `buffers` only when `update_stats` (otherwise
-    it is given none); in eval mode it normalises with those in `buffers`."""
+    it is given none); in eval mode it normalises with those in `buffers`. `double_backward` (the
+    pass's backward will itself be differentiated) selects BatchNorm's cheaper double backward."""
     if model.training and not update_stats:
         buffers = {k: None if k.endswith(NORM_STATS) else v for k, v in buffers.items()}
-    with BatchNormMode():  # same values, cheaper second-order backward
+    with BatchNormMode() if double_backward else nullcontext():
         return functional_call(model, {**params, **buffers}, (x,))
 
 
@@ -196,7 +199,8 @@ def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRa
     phi = params
     for step in range(steps):
         stats = buffers if norms is None else norms.at(buffers, start + step)
-        loss = loss_fn(forward(model, phi, stats, x, update_stats and (norms is not None or step == 0)), y)
+        update = update_stats and (norms is not None or step == 0)
+        loss = loss_fn(forward(model, phi, stats, x, update, double_backward=not first_order), y)
         grads = torch.autograd.grad(loss, [phi[n] for n in names], create_graph=not first_order)
         phi = dict(phi)
         for name, grad in zip(names, grads):
