@@ -234,6 +234,7 @@ def _check_qgis(*args: Path) -> subprocess.CompletedProcess:
                                             "HOME": str(Path.home())})
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_qgis(), reason="needs QGIS for the system Python (apt-get install python3-qgis "
                                             "qgis-providers); see docs/mapping.md")
 def test_maps_open_in_qgis_in_place_with_colours_and_legend(tmp_path, seg_ckpt, capsys):
