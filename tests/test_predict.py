@@ -235,11 +235,12 @@ def _check_qgis(*args: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _has_qgis(), reason="needs QGIS for the system Python (apt-get install python3-qgis "
-                                            "qgis-providers); see docs/mapping.md")
 def test_maps_open_in_qgis_in_place_with_colours_and_legend(tmp_path, seg_ckpt, capsys):
     """Real QGIS (headless) opens the maps of a GeoTIFF and of a JPG: CRS, extent, palette and names
     from the legend, polygons, a store's layers, and a rendering showing each pixel's class colour."""
+    if not _has_qgis():
+        pytest.skip("needs QGIS for the system Python (apt-get install python3-qgis qgis-providers); "
+                    "see docs/mapping.md")
     from store_factory import make_store
     data = reflectance(class_field(150, 210), 4)
     data[:, :12, :30] = 0
