@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ UTM = "EPSG:32631"  # UTM zone 31N
 TRANSFORM = from_origin(440000.0, 5400000.0, 10.0, 10.0)
 CLASSES = ["Forest", "Cropland", "Water"]
 COLORS = [(0, 153, 0), (194, 79, 68), (28, 13, 255)]
+SYSTEM_PYTHON = "/usr/bin/python3"  # QGIS's Python bindings come with the system's Python
+CHECK_QGIS = Path(__file__).resolve().parents[1] / "scripts" / "check_qgis.py"
 
 
 def make_checkpoint(path: Path, kind: str = "segmentation", bands: tuple[str, ...] = ("B02", "B03", "B04", "B08"),
@@ -84,3 +87,18 @@ def write_png(path: Path, array: np.ndarray) -> Path:
     Image.fromarray(array).save(path, quality=95) if path.suffix.lower() in (".jpg", ".jpeg") \
         else Image.fromarray(array).save(path)
     return path
+
+
+def has_qgis() -> bool:
+    """Whether the system Python imports QGIS (not part of the default setup)."""
+    try:
+        return subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def check_qgis(*args: Path | str) -> subprocess.CompletedProcess:
+    """Run scripts/check_qgis.py headless with the system Python."""
+    return subprocess.run([SYSTEM_PYTHON, str(CHECK_QGIS), *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin",
+                                            "HOME": str(Path.home())})

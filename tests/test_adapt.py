@@ -9,7 +9,8 @@ import pytest
 import rasterio
 import torch
 
-from inference_factory import CLASSES, COLORS, class_field, make_checkpoint, reflectance, write_geotiff, write_png
+from inference_factory import (CLASSES, COLORS, check_qgis, class_field, has_qgis, make_checkpoint, reflectance,
+                               write_geotiff, write_png)
 from landmeta.cli import main
 from landmeta.errors import DataError
 from landmeta.inference.adaptation import counting_steps
@@ -207,3 +208,7 @@ def test_trained_unet_adapts_to_a_held_out_region_and_maps_it(synth_tiny, tmp_pa
         assert m.crs == src.crs and m.transform == src.transform and m.shape == src.shape
         assert set(np.unique(m.read(1))) <= set(range(len(SIMPLIFIED_CLASSES)))
         assert m.colormap(1)[0][:3] == (0, 153, 0)  # Forest's colour from the store, via the checkpoint
+    if has_qgis():  # and QGIS shows it in place with the store's colours and class names
+        done = check_qgis("--map", tmp_path / "maps" / f"{patches[2].stem}_classes.tif", "--input", patches[2],
+                          "--store", store)
+        assert done.returncode == 0 and done.stdout.rstrip().endswith("all checks passed"), done.stdout

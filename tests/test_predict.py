@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import geopandas as gpd
@@ -14,14 +13,12 @@ import rasterio
 import torch
 from PIL import Image
 
-from inference_factory import (CLASSES, COLORS, UTM, class_field, make_checkpoint, reflectance, write_geotiff,
-                               write_png)
+from inference_factory import (CLASSES, COLORS, UTM, check_qgis, class_field, has_qgis, make_checkpoint,
+                               reflectance, write_geotiff, write_png)
 from landmeta.cli import main
 from landmeta.inference.predict import MAX_STRETCH, WindowModel, predict_strips, window_layout
 from landmeta.inference.scene import open_scene
 
-SYSTEM_PYTHON = "/usr/bin/python3"  # QGIS's Python bindings come with the system's Python
-CHECK_QGIS = Path(__file__).resolve().parents[1] / "scripts" / "check_qgis.py"
 BIGEARTHNET = Path("/work/shared/data/bigearthnet-s2/S2_patches")
 S2_12 = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
@@ -221,24 +218,12 @@ def test_classifier_gives_one_class_per_window(tmp_path, capsys):
     assert code == 2 and "landmeta adapt" in err
 
 
-def _has_qgis() -> bool:
-    try:
-        return subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-def _check_qgis(*args: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([SYSTEM_PYTHON, str(CHECK_QGIS), *map(str, args)], capture_output=True, text=True,
-                          timeout=300, env={"QT_QPA_PLATFORM": "offscreen", "PATH": "/usr/bin:/bin",
-                                            "HOME": str(Path.home())})
-
 
 @pytest.mark.slow
 def test_maps_open_in_qgis_in_place_with_colours_and_legend(tmp_path, seg_ckpt, capsys):
     """Real QGIS (headless) opens the maps of a GeoTIFF and of a JPG: CRS, extent, palette and names
     from the legend, polygons, a store's layers, and a rendering showing each pixel's class colour."""
-    if not _has_qgis():
+    if not has_qgis():
         pytest.skip("needs QGIS for the system Python (apt-get install python3-qgis qgis-providers); "
                     "see docs/mapping.md")
     from store_factory import make_store
@@ -249,7 +234,7 @@ def test_maps_open_in_qgis_in_place_with_colours_and_legend(tmp_path, seg_ckpt, 
                             "--window", 64, "--polygons")
     assert code == 0, err
     store = make_store(tmp_path / "store", parents_per_region=2)
-    done = _check_qgis("--map", tmp_path / "maps" / "scene_classes.tif", "--input", scene, "--store", store)
+    done = check_qgis("--map", tmp_path / "maps" / "scene_classes.tif", "--input", scene, "--store", store)
     assert done.returncode == 0 and done.stdout.rstrip().endswith("all checks passed"), done.stdout + done.stderr
     assert "CRS EPSG:32631 = input's EPSG:32631" in done.stdout and "layer 'tiles' is valid" in done.stdout
     assert "render: 100.00% of pixels show their class's colour" in done.stdout
@@ -259,8 +244,8 @@ def test_maps_open_in_qgis_in_place_with_colours_and_legend(tmp_path, seg_ckpt, 
     jpg = write_png(tmp_path / "tile_sat.jpg", rgb)
     code, _, err = _predict(capsys, "--model", ckpt, "--input", jpg, "--out", tmp_path / "maps", "--window", 64)
     assert code == 0, err
-    done = _check_qgis("--map", tmp_path / "maps" / "tile_sat_classes.png", "--input", jpg)
+    done = check_qgis("--map", tmp_path / "maps" / "tile_sat_classes.png", "--input", jpg)
     assert done.returncode == 0 and "CRS no CRS = input's no CRS" in done.stdout, done.stdout + done.stderr
     (tmp_path / "maps" / "tile_sat_classes.qml").unlink()  # without its style QGIS shows ids, not names
-    done = _check_qgis("--map", tmp_path / "maps" / "tile_sat_classes.png", "--input", jpg)
+    done = check_qgis("--map", tmp_path / "maps" / "tile_sat_classes.png", "--input", jpg)
     assert done.returncode == 1 and "FAIL class map: palette has exactly the 3 legend classes" in done.stdout
