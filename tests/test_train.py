@@ -133,11 +133,12 @@ def test_resume_after_sigkill_ends_with_same_weights(store: Path, tmp_path: Path
 
 
 @pytest.mark.slow
-def test_sigint_saves_and_exits_cleanly(store: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_saves_and_exits_cleanly(signum: int, store: Path, tmp_path: Path) -> None:
     out = tmp_path / "interrupted"
     proc = _start(store, out, *LONG)
     _wait_for_checkpoint(proc, out / "last.pt")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     ckpt = load_checkpoint(out / "last.pt")
     if ckpt["step"] < 16:  # the signal arrived while training
@@ -214,3 +215,14 @@ def test_init_from_starts_at_another_runs_weights(tiny_run: Path, store: Path, t
     code = main(train_args(store, tmp_path / "bad", "--set", "model.width=8", "--set", f"train.init_from={source}"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(source) in err[0] and "do not fit" in err[0]
+
+
+def test_resume_of_a_run_made_before_an_option_existed(tiny_run: Path, store: Path, tmp_path: Path) -> None:
+    """A config option added since the run was made counts with its default: resuming is allowed."""
+    out = tmp_path / "old"
+    assert main(train_args(store, out, "--set", "meta.steps=2")) == 0
+    ckpt = torch.load(out / "last.pt", weights_only=False)
+    del ckpt["config"]["meta"]["per_step_bn"]
+    torch.save(ckpt, out / "last.pt")
+    assert main(train_args(store, out, "--resume", "--set", "meta.steps=3")) == 0
+    assert load_checkpoint(out / "last.pt")["step"] == 3

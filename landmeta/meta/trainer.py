@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from landmeta.config import Config, config_to_dict, dump_config
+from landmeta.config import Config, config_from_dict, config_to_dict, dump_config
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import Task, load_or_create_tasks
 from landmeta.data.transforms import BatchMaker
@@ -216,8 +216,9 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _check_resumable(ckpt: dict[str, Any], config: Config) -> None:
-    """CheckpointError if `config` differs from the run's in anything but train.*, eval.*, meta.steps."""
-    old = _flatten(ckpt["config"])
+    """CheckpointError if `config` differs from the run's in anything but train.*, eval.*, meta.steps
+    (options added since the run was made count with their defaults)."""
+    old = _flatten(config_to_dict(config_from_dict(ckpt["config"], source=str(ckpt["path"]))))
     new = _flatten(config_to_dict(config))
     changed = [k for k in sorted(set(old) | set(new))
                if old.get(k) != new.get(k) and not k.startswith(RESUMABLE_CHANGES)]
@@ -332,10 +333,13 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
             model.train()
             optimiser.zero_grad(set_to_none=True)
             buffers = {k: v.clone() for k, v in model.named_buffers()} if world.active else {}
+            step_sets = {k: v.clone() for k, v in norms.named_buffers()} if world.active and norms else {}
             with amp:
                 loss, metric = step_fn(step - 1, data)
             dd.reduce_gradients(trained, world)
             dd.reduce_buffers(model, buffers, world)
+            if norms is not None:
+                dd.reduce_buffers(norms, step_sets, world)
             norm = float(nn.utils.clip_grad_norm_(trained, meta.grad_clip))
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 last = out / "last.pt"
