@@ -92,7 +92,8 @@ def write_png(path: Path, array: np.ndarray) -> Path:
 def has_qgis() -> bool:
     """Whether the system Python imports QGIS (not part of the default setup)."""
     try:
-        return subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60).returncode == 0
+        done = subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True, timeout=60)
+        return done.returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
