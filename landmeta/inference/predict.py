@@ -5,10 +5,11 @@ and columns of windows share what is left of the scene (`window_layout`: rounded
 model accepts; the few pixels past the edge are mirrored in and dropped), so almost no work is
 wasted at the edges and no thin window runs the model inefficiently. In every overlap the class
 probabilities of neighbouring windows are cross-faded with linear weights that sum to one, so
-there is no hard seam and no renormalisation is needed. The scene is processed as strips of one row of windows; within a strip, windows go left to right in batches,
-and each block of columns is finished as soon as no later window touches it. Only the `overlap`
-rows shared with the next strip are carried over, so memory is a few windows plus `overlap` rows
-of probabilities, not the scene.
+there is no hard seam and no renormalisation is needed. The scene is processed as strips of one
+row of windows; within a strip, windows go left to right in batches, and each block of columns is
+finished as soon as no later window touches it. Only the `overlap` rows shared with the next
+strip are carried over, so memory is a few windows plus `overlap` rows of probabilities, not the
+scene.
 """
 
 from __future__ import annotations
