@@ -253,6 +253,7 @@ def test_no_fine_tuning_is_one_candidate_of_the_grid():
                                        "eval.finetune_layers=[all,head]"])
     grid = finetune_grid(config)
     assert len(grid) == 1 + 2 * 2 and [hp["steps"] for hp in grid] == [0, 5, 5, 5, 5]
+    assert grid[0] == {"steps": 0, "lr": None, "layers": None}
     # random init is always trained, in all its layers
     assert finetune_grid(config, "random") == [{"steps": 5, "lr": lr, "layers": "all"} for lr in (0.001, 0.01)]
 

@@ -171,7 +171,7 @@ def finetune_grid(config: Config, family: str = "pretrain") -> list[dict[str, An
     """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain or random init.
 
     For pretraining, 0 steps (no fine-tuning: the network as trained, its head cut to the task's
-    classes) is one candidate whatever the learning rates and layers. A random-init network is
+    classes) is one candidate, without learning rate or layers. A random-init network is
     always trained, and in all its layers (its random features are worth nothing alone)."""
     cfg = config.eval
     grid = [{"steps": s, "lr": lr, "layers": layers}
@@ -179,7 +179,7 @@ def finetune_grid(config: Config, family: str = "pretrain") -> list[dict[str, An
     if family == "random":
         grid = [hp for hp in grid if hp["steps"] > 0 and hp["layers"] == "all"]
         return grid or [{"steps": max(cfg.finetune_steps), "lr": max(cfg.finetune_lrs), "layers": "all"}]
-    zero = [hp for hp in grid if hp["steps"] == 0][:1]
+    zero = [{"steps": 0, "lr": None, "layers": None}] if 0 in cfg.finetune_steps else []
     return zero + [hp for hp in grid if hp["steps"] != 0]
 
 
