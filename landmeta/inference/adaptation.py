@@ -8,12 +8,8 @@ The adapted checkpoint has the same format and method as its base (so `landmeta 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
-
-import torch
-from torch import nn
+from typing import Any
 
 from landmeta.config import config_from_dict
 from landmeta.errors import OutputExistsError
@@ -49,9 +45,8 @@ def adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | No
     from tqdm import tqdm
     base = model_from_checkpoint(ckpt)
     started = time.perf_counter()
-    with tqdm(total=steps_used, desc="adapt", unit="step", disable=not progress) as bar, \
-            counting_steps(base, bar.update):
-        model = adapt(ckpt, base, data.x, data.y, steps, lr, classes=data.classes)
+    with tqdm(total=steps_used, desc="adapt", unit="step", disable=not progress) as bar:
+        model = adapt(ckpt, base, data.x, data.y, steps, lr, classes=data.classes, on_step=bar.update)
     seconds = time.perf_counter() - started
     payload = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
     payload["model_state"] = model.state_dict()
@@ -66,28 +61,6 @@ def adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | No
     }
     save_checkpoint(out, payload)
     return payload["adaptation"]
-
-
-@contextmanager
-def counting_steps(model: nn.Module, on_step: Callable[[], Any]) -> Iterator[None]:
-    """Call `on_step()` at each adaptation step of `model`, or of the copy `adapt` makes of it.
-
-    Every step (inner-loop or fine-tuning) is one forward pass of the whole model with gradients
-    on; BatchNorm re-estimation afterwards runs without gradients and is not counted. The hook
-    goes quiet when the block ends (a copy of the model keeps a copy of it).
-    """
-    active = [True]
-
-    def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-        if active[0] and torch.is_grad_enabled():
-            on_step()
-
-    handle = model.register_forward_hook(hook)
-    try:
-        yield
-    finally:
-        active[0] = False
-        handle.remove()
 
 
 def _classifier_classes(ckpt: dict[str, Any], data: SupportSet) -> dict[str, Any]:

@@ -16,7 +16,7 @@ in eval mode, so query chips are predicted one by one without seeing each other.
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +32,12 @@ NORM_POLICIES = ("support", "trained", "blend")  # BatchNorm statistics after ad
 def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: Tensor,
           steps: int | None = None, lr: float | None = None,
           classes: Sequence[int] | None = None, layers: str = "all",
-          norm_stats: str | None = None) -> nn.Module:
+          norm_stats: str | None = None, on_step: Callable[[], Any] | None = None) -> nn.Module:
     """Return an adapted copy of `model` (eval mode); `model` itself is left unchanged.
 
     `layers` ("all" or "head") chooses what pretrain/random fine-tuning changes; `norm_stats`
-    (default: the checkpoint's `eval.norm_stats`) the BatchNorm statistics used afterwards.
+    (default: the checkpoint's `eval.norm_stats`) the BatchNorm statistics used afterwards;
+    `on_step()` is called after each adaptation step (a progress bar).
     """
     config = config_from_dict(ckpt["config"], source=ckpt.get("path", "checkpoint"))
     method = ckpt["method"]
@@ -51,11 +52,11 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
     with torch.enable_grad():
         if method in MAML_METHODS:
             _inner_adapt(model, ckpt, config.meta, x_support, y_support,
-                         config.meta.test_inner_steps if steps is None else steps, lr)
+                         config.meta.test_inner_steps if steps is None else steps, lr, on_step)
         else:
             _finetune(model, x_support, y_support,
                       config.eval.finetune_steps[0] if steps is None else steps,
-                      config.eval.finetune_lrs[0] if lr is None else lr, layers)
+                      config.eval.finetune_lrs[0] if lr is None else lr, layers, on_step)
     set_norm_stats(model, x_support, "support" if method == "random" else
                    config.eval.norm_stats if norm_stats is None else norm_stats)
     return model.eval()
@@ -82,7 +83,7 @@ def _fit_head(model: nn.Module, global_head: bool, y: Tensor, classes: Sequence[
 
 
 def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y: Tensor,
-                 steps: int, lr: float | None) -> None:
+                 steps: int, lr: float | None, on_step: Callable[[], Any] | None) -> None:
     rates = build_rates(model, meta).to(x.device)
     if ckpt.get("inner_lrs") is not None:
         rates.load_state_dict(ckpt["inner_lrs"])
@@ -95,6 +96,8 @@ def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y
     for step in range(steps):  # one step at a time keeps no graph between steps
         phi = inner_loop(model, phi, buffers, rates, names, x, y, 1, first_order=True, start=step)[0]
         phi = {n: p.detach().requires_grad_() for n, p in phi.items()}
+        if on_step is not None:
+            on_step()
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(phi[name])
@@ -104,7 +107,8 @@ def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y
         norms.load_into(model, steps)
 
 
-def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, layers: str) -> None:
+def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, layers: str,
+              on_step: Callable[[], Any] | None = None) -> None:
     if layers not in ("all", "head"):
         raise ModelError(f"fine-tuning layers must be 'all' or 'head', got {layers!r}")
     trained = [p for n, p in model.named_parameters() if layers == "all" or is_head(n, "head")]
@@ -114,6 +118,8 @@ def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, lay
         optimiser.zero_grad()
         task_loss(forward(model, params, buffers, x), y).backward()
         optimiser.step()
+        if on_step is not None:
+            on_step()
 
 
 @torch.no_grad()
