@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["GDAL_PAM_ENABLED"] = "NO"  # a check only reads: no .aux.xml sidecars beside the user's files
 
 from qgis.core import (QgsApplication, QgsMapRendererSequentialJob, QgsMapSettings,  # noqa: E402
                        QgsPalettedRasterRenderer, QgsRasterLayer, QgsRectangle, QgsVectorLayer)
