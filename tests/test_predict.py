@@ -193,6 +193,11 @@ def test_quicklook_overview_is_the_scene_decimated(tmp_path):
             assert overview.shape == (3, scene.height // f, scene.width // f)
             assert np.array_equal(overview, whole[:, :scene.height // f, :scene.width // f])
 
+    thin = write_geotiff(tmp_path / "thin.tif", data[:, :3, :])  # 3 x 90 pixels, a cell is 5 x 5
+    with open_scene(thin, ["B02", "B03", "B04", "B08"]) as scene:
+        whole = scene.read(0, 0, 3, 90)[0]
+        assert np.array_equal(scene.overview(18, [0]), whole[[0]][:, [2], 2::5])  # middle row, each cell's centre
+
 
 def test_window_is_resampled_to_the_training_scale(tmp_path, capsys):
     """Chips of 64 px resized to 32 at training: a 128-px window reaches the model as 64 px."""

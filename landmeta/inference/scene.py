@@ -109,18 +109,20 @@ class Scene:
         factor = max(1, int(np.ceil(max(self.height, self.width) / max_side)))
         shape = (max(1, self.height // factor), max(1, self.width // factor))
         image = np.empty((len(positions), *shape), dtype=np.float32)
-        strip = factor * max(1, OVERVIEW_ROWS // factor)  # rows per read, a multiple of the factor
+        # the middle pixel of each cell (the last row or column where a side is shorter than a cell)
+        rows = np.minimum(np.arange(shape[0]) * factor + factor // 2, self.height - 1)
+        cols = np.minimum(np.arange(shape[1]) * factor + factor // 2, self.width - 1)
+        cells = max(1, OVERVIEW_ROWS // factor)  # rows of cells per read
         groups: dict[int, list[int]] = {}
         for k, i in enumerate(positions):
             groups.setdefault(id(self.sources[i][0]), []).append(k)
         for ks in groups.values():
             src = self.sources[positions[ks[0]]][0]
             bands = [self.sources[positions[k]][1] for k in ks]
-            for row in range(0, shape[0] * factor, strip):
-                rows = min(strip, shape[0] * factor - row)
-                raw = self._read_bands(src, bands, Window(0, row, shape[1] * factor, rows))
-                pick = raw[:, factor // 2::factor, factor // 2::factor]  # the middle pixel of each cell
-                image[ks, row // factor:(row + rows) // factor] = to_physical(pick)
+            for first in range(0, shape[0], cells):
+                picked = rows[first:first + cells]
+                raw = self._read_bands(src, bands, Window(0, picked[0], cols[-1] + 1, picked[-1] + 1 - picked[0]))
+                image[ks, first:first + len(picked)] = to_physical(raw[:, picked - picked[0]][:, :, cols])
         return image
 
     def close(self) -> None:
