@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -148,3 +153,23 @@ def test_float16_chips_match_numpy_rounding_and_order():
         i, j = divmod(k, 3)
         window = expected[:, i * 4:(i + 1) * 4, j * 4:(j + 1) * 4]
         assert np.array_equal(chips[k].view(np.uint16), window.view(np.uint16))
+
+
+def test_ctrl_c_stops_the_workers_and_leaves_no_store(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) during preprocessing with
+    worker processes: one line, exit 130, no traceback, no store and no half-built folder."""
+    root = sen12ms_dataset(tmp_path / "raw", seasons=SEASONS, scenes=tuple(range(1, 11)), patches=tuple(range(1, 9)))
+    out = tmp_path / "store"
+    proc = subprocess.Popen([sys.executable, "-m", "landmeta", "preprocess", "sen12ms", "--root", str(root),
+                             "--out", str(out), "--chip-size", "32", "--workers", "2"],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = ""
+    while not re.search(r"\b([1-9]\d)/240\b", seen):  # at least 10 of the 240 patches done
+        char = proc.stderr.read(1)
+        assert char, f"preprocessing ended before it could be interrupted: {seen[-300:]}"
+        seen += char
+    os.killpg(proc.pid, signal.SIGINT)
+    err = seen + proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "landmeta preprocess: interrupted" in err and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -17,9 +18,9 @@ from landmeta.errors import DataError
 from preprocess_inputs import sen12ms_dataset, sen12ms_patch, write_tif
 
 
-def run(root, out, **kw):
+def run(root, out, workers=None, **kw):
     kw.setdefault("chip_size", 32)
-    return preprocess("sen12ms", root, out, PreprocessOptions(**kw))
+    return preprocess("sen12ms", root, out, PreprocessOptions(**kw), workers=workers)
 
 
 def read(path):
@@ -83,12 +84,22 @@ def test_region_footprint_is_the_patches_reprojected(tmp_path):
     assert regions.set_index("region").loc["ROIs1158_spring_1", "season"] == "spring"
 
 
-def test_same_inputs_give_identical_arrays(tmp_path):
+def test_same_store_from_any_number_of_worker_processes_even_around_a_skipped_patch(tmp_path):
     root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
-    a = json.loads((run(root, tmp_path / "a") / "manifest.json").read_text())
-    b = json.loads((run(root, tmp_path / "b") / "manifest.json").read_text())
-    assert a["checksums"] == b["checksums"]
-    assert json.loads((tmp_path / "a/stats.json").read_text()) == json.loads((tmp_path / "b/stats.json").read_text())
+    sen12ms_patch(root, "ROIs1158_spring", 1, 9, np.random.default_rng(5), s2_count=10)  # bad, between good ones
+    stores = {w: run(root, tmp_path / f"w{w}", workers=w) for w in (1, 2, 3)}
+    manifests = {w: json.loads((out / "manifest.json").read_text()) for w, out in stores.items()}
+    assert manifests[1]["counts"]["inputs_skipped"] == 1 and manifests[1]["num_chips"] == 2 * 2 * 2 * 4
+    for w, out in stores.items():
+        assert manifests[w]["checksums"] == manifests[1]["checksums"]
+        for name in ("images.npy", "masks.npy", "chips.csv"):
+            assert hashlib.sha256((out / name).read_bytes()).hexdigest() == manifests[w]["checksums"][name]
+        assert (out / "stats.json").read_text() == (stores[1] / "stats.json").read_text()
+        assert not list(out.glob(".*"))  # no scratch file left behind
+    images, chips = np.load(stores[2] / "images.npy"), pd.read_csv(stores[2] / "chips.csv")
+    first = chips.index[chips["tile"] == "ROIs1158_spring_2_p1_r0c0"][0]  # the patch after the gap
+    s2 = read(root / "ROIs1158_spring/s2_2/ROIs1158_spring_s2_2_p1.tif")[0]
+    np.testing.assert_array_equal(images[first, 2:], (s2[:, :32, :32] * np.float32(1e-4)).astype(np.float16))
 
 
 def test_nan_and_nodata_pixels_are_zeroed_and_ignored(tmp_path):

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="DeepGlobe: images at random, or whole clusters per split (default random)")
     parser.add_argument("--clusters", type=int, default=6, help="DeepGlobe: KMeans clusters (default 6)")
     parser.add_argument("--class-map", type=Path, help="folder: lines 'name,id' or 'name,id,R,G,B'")
+    parser.add_argument("--workers", type=int, help="processes reading and cutting tiles (default: one per CPU core)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad input")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         split_seed=args.split_seed, split_file=args.split_file, holdout=args.holdout, split=args.split,
         clusters=args.clusters, class_map=args.class_map, strict=args.strict, overwrite=args.overwrite,
     )
-    out = preprocess(args.source, args.root, args.out, options, progress=not args.no_progress)
+    out = preprocess(args.source, args.root, args.out, options, progress=not args.no_progress, workers=args.workers)
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["counts"]
     print(f"wrote {out}: {counts['chips']} chips of {manifest['chip_size']} px, {len(manifest['bands'])} bands, "

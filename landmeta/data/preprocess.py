@@ -1,27 +1,33 @@
 """Raw tiles -> chip store (format in docs/architecture.md, section "Chip store").
 
-The store is sized from the readers' headers first, then filled tile by tile (plain writes of rows
-in order to the .npy files, hashed on the way), so memory does not grow with the dataset;
-normalisation statistics are summed per region on the way. Reading, converting and writing
-overlap in three threads. The store is built aside and renamed at the end.
+The store is sized from the readers' headers first. Worker processes then read the tiles, cut them
+into chips and write each tile's chips at its place in the .npy files, while this process records
+the tiles in order (chips.csv, the tiles layer, per-region sums for the normalisation statistics)
+and hashes the arrays' rows as they are finished; memory does not grow with the dataset. The
+store is built aside and renamed at the end.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import dataclasses
 import hashlib
 import io
 import json
+import multiprocessing
 import os
+import signal
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from shapely.geometry import Polygon
 
 from landmeta.classes import IGNORE_INDEX
 from landmeta.data import Scan, Skips, Tile, TileRef
@@ -35,8 +41,9 @@ from landmeta.io import atomic_dir, atomic_write_json, check_output_dir, provena
 SOURCES = {"sen12ms": sen12ms.scan, "deepglobe": deepglobe.scan, "folder": folder.scan}
 TILE_BATCH = 4096  # rows of the `tiles` layer written at a time
 FLOAT16_MAX = float(np.finfo(np.float16).max)
-COPY_BYTES = 1 << 24  # bytes copied at a time when dropping unused rows
-READ_AHEAD = 2  # tiles read ahead of the one being converted (memory: this many tiles more)
+COPY_BYTES = 1 << 24  # bytes copied at a time when dropping the rows of skipped tiles
+PREPARE_AHEAD = 2  # tiles per worker prepared ahead of the one being written (memory: this many more)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 # The smallest tasks there are: 2-way 1-shot 1-query (2 classes with 2 chips each), or one support
 # and one query tile. A region below both is kept but reported.
 MIN_CLASS_CHIPS, MIN_CLASSES, MIN_SEG_CHIPS = 2, 2, 2
@@ -60,8 +67,13 @@ class PreprocessOptions:
     overwrite: bool = False
 
 
-def preprocess(source: str, root: Path, out: Path, options: PreprocessOptions, progress: bool = False) -> Path:
-    """Read `root` as `source` (sen12ms, deepglobe, folder) and write the chip store `out`."""
+def preprocess(source: str, root: Path, out: Path, options: PreprocessOptions, progress: bool = False,
+               workers: int | None = None) -> Path:
+    """Read `root` as `source` (sen12ms, deepglobe, folder) and write the chip store `out`.
+
+    Tiles are read and cut in `workers` processes (default: one per usable CPU core); the store is
+    the same for any number.
+    """
     if source not in SOURCES:
         raise ConfigError(f"unknown source {source!r} (expected one of {sorted(SOURCES)})")
     if options.downsample < 1 or options.grid < 1 or (options.chip_size is not None and options.chip_size < 1):
@@ -78,8 +90,13 @@ def preprocess(source: str, root: Path, out: Path, options: PreprocessOptions, p
     if not layout:
         raise DataError(f"{root}: no usable tiles ({_skip_summary(skips)})")
     with atomic_dir(out, options.overwrite) as tmp:
-        _write_store(tmp, source, scan, layout, options, skips, progress)
+        _write_store(tmp, source, scan, layout, options, skips, progress,
+                     _usable_cpus() if workers is None else workers)
     return out
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _layout(scan: Scan, factor: int, skips: Skips) -> list[tuple[TileRef, int, int]]:
@@ -116,9 +133,9 @@ class _Region:
 
 
 def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
-                 options: PreprocessOptions, skips: Skips, progress: bool) -> None:
+                 options: PreprocessOptions, skips: Skips, progress: bool, workers: int) -> None:
     """Fill the arrays, chips.csv and the tiles layer; then split, statistics, regions and manifest."""
-    regions, counts, max_id, checksums = _fill(tmp, source, scan, layout, options, skips, progress)
+    regions, counts, max_id, checksums = _fill(tmp, source, scan, layout, options, skips, progress, workers)
     class_names, class_colors = scan.class_names, scan.class_colors
     if not class_names:  # a folder of id masks without a class map
         class_names = [f"class_{i}" for i in range(max_id + 1)]
@@ -154,80 +171,53 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
 
 
 def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
-          options: PreprocessOptions, skips: Skips,
-          progress: bool) -> tuple[dict[str, _Region], Counter, int, dict[str, str]]:
-    """Read tile by tile and write its chips; returns per-region sums, counts, the largest class id and
-    the arrays' checksums.
-
-    Three stages overlap: a thread reads the next tiles (rasterio releases the GIL), this thread
-    checks and converts, and each array's own thread writes and hashes the finished rows.
-    """
+          options: PreprocessOptions, skips: Skips, progress: bool,
+          workers: int) -> tuple[dict[str, _Region], Counter, int, dict[str, str]]:
+    """Prepare the tiles (in `workers` processes, which write their chips straight into the arrays) and
+    record them in order; returns per-region sums, counts, the largest class id and the arrays' checksums."""
     from tqdm import tqdm
-    size, factor = scan.chip_size, options.downsample
-    n_alloc = sum(rows * cols for _, rows, cols in layout)
+    size = scan.chip_size
+    starts = np.cumsum([0] + [rows * cols for _, rows, cols in layout])
     tiles_layer = _TileLayer(tmp / "regions.gpkg")
     regions: dict[str, _Region] = {}
     counts: Counter = Counter()
     n = 0
     max_id = -1
-    with (_NpyRows(tmp / "images.npy", np.float16, (n_alloc, len(scan.bands), size, size)) as images,
-          _NpyRows(tmp / "masks.npy", np.uint8, (n_alloc, size, size)) as masks,
-          open(tmp / "chips.csv", "w", newline="") as fh, ThreadPoolExecutor(1) as reader):
+    with (_NpyBlocks(tmp / "images.npy", np.float16, (int(starts[-1]), len(scan.bands), size, size)) as images,
+          _NpyBlocks(tmp / "masks.npy", np.uint8, (int(starts[-1]), size, size)) as masks,
+          open(tmp / "chips.csv", "w", newline="") as fh):
+        job = _Job(scan.load, size, options.downsample, len(scan.class_names) if source == "deepglobe" else 0,
+                   images, masks)
         writer = csv.writer(fh)
         writer.writerow(["chip", "tile", "region", "parent", "label", "source"])
-        loads = _read_ahead(reader, scan.load, [ref for ref, _, _ in layout])
-        for (ref, rows, cols), loading in tqdm(zip(layout, loads), total=len(layout), desc=f"preprocess {source}",
-                                               unit="tile", disable=not progress):
-            step = size * factor
-            windows = [(0, 0, ref.height, ref.width)] + [(i * step, j * step, step, step)
-                                                        for i in range(rows) for j in range(cols)]
-            try:
-                tile = loading.result()
-                outline, *chip_outlines = footprints(tile.crs, tile.transform, windows)
-            except DataError as exc:
-                skips.add_error(ref.source, exc)
+        items = [(ref, rows, cols, int(first)) for (ref, rows, cols), first in zip(layout, starts)]
+        prepared = _prepared_tiles(job, items, workers)
+        for (ref, rows, cols, first), tile in tqdm(zip(items, prepared), total=len(items),
+                                                   desc=f"preprocess {source}", unit="tile", disable=not progress):
+            if isinstance(tile, DataError):
+                skips.add_error(ref.source, tile)
                 continue
-            image, mask = tile.image, tile.mask
-            if max(np.fmax.reduce(image, axis=None), -np.fmin.reduce(image, axis=None)) > FLOAT16_MAX:
-                skips.add(ref.source, f"values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
-                continue
-            bad = ~np.isfinite(image.sum(axis=0))  # a NaN in any band
-            if tile.nodata is not None:
-                bad |= tile.nodata
-            if bad.any():
-                image[:, bad] = 0.0
-                mask = mask.copy()
-                mask[bad] = IGNORE_INDEX
-                counts["nodata_pixels"] += int(bad.sum())
-                counts["nodata_tiles"] += 1
-            if factor > 1:
-                image, mask, bad = _downsample(image, mask, bad, factor)
+            images.written(first, rows * cols)
+            masks.written(first, rows * cols)
             info = regions.setdefault(ref.region, _Region(season=ref.season))
-            if source == "deepglobe":
-                info.features = image_features(image, mask, len(scan.class_names))
-            if outline is not None:
-                info.footprints.append(outline)
-            covered = np.ascontiguousarray(image[:, :rows * size, :cols * size])
-            flat = covered.reshape(len(covered), -1)  # nodata pixels are 0: they add nothing to the sums
-            info.sums += flat.sum(axis=1).astype(np.float64)  # per tile: float32 pairwise sums, 3x faster
-            info.squares += np.einsum("ij,ij->i", flat, flat).astype(np.float64)
-            info.pixels += flat.shape[1] - int(np.count_nonzero(bad[:rows * size, :cols * size]))
-            images.append(_chips_float16(covered, rows, cols, size))
-            chip_masks = _chips(mask[:rows * size, :cols * size], rows, cols, size)
-            masks.append(chip_masks)
-            for k, chip_mask in enumerate(chip_masks):
-                hist = np.bincount(chip_mask.ravel(), minlength=256)[:IGNORE_INDEX]
-                present = np.flatnonzero(hist)
-                label = ref.label if ref.label >= 0 else (int(hist.argmax()) if present.size else -1)
+            info.features = tile.features if tile.features is not None else info.features
+            if tile.outline is not None:
+                info.footprints.append(tile.outline)
+            info.sums += tile.sums
+            info.squares += tile.squares
+            info.pixels += tile.pixels
+            if tile.nodata_pixels:
+                counts["nodata_pixels"] += tile.nodata_pixels
+                counts["nodata_tiles"] += 1
+            for k, (label, hist) in enumerate(zip(tile.labels, tile.hists)):
                 name = f"{ref.tile}_r{k // cols}c{k % cols}" if rows * cols > 1 else ref.tile
                 writer.writerow([n, name, ref.region, name if scan.parent_is_chip else ref.tile, label, ref.source])
-                tiles_layer.add({"tile": name, "region": ref.region, "label": label,
-                                 "class_hist": json.dumps({int(c): int(hist[c]) for c in present}),
-                                 "source": ref.source, "geometry": chip_outlines[k]})
+                tiles_layer.add({"tile": name, "region": ref.region, "label": label, "class_hist": hist,
+                                 "source": ref.source, "geometry": tile.chip_outlines[k]})
                 info.n_chips += 1
                 info.labels[label] += 1
-                max_id = max(max_id, label, int(present[-1]) if present.size else -1)
                 n += 1
+            max_id = max(max_id, tile.max_id)
             counts["tiles_used"] += 1
         tiles_layer.flush()
         if n == 0:
@@ -237,14 +227,127 @@ def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, i
     return regions, counts, max_id, checksums
 
 
-def _read_ahead(pool: ThreadPoolExecutor, load: Callable[[TileRef], Tile],
-                refs: list[TileRef]) -> Iterator[Future]:
-    """Futures of `load(ref)` in order, started at most READ_AHEAD tiles before they are consumed."""
-    pending = deque(pool.submit(load, ref) for ref in refs[:READ_AHEAD])
-    for k in range(len(refs)):
-        if k + READ_AHEAD < len(refs):
-            pending.append(pool.submit(load, refs[k + READ_AHEAD]))
-        yield pending.popleft()
+@dataclass
+class _Job:
+    """What preparing a tile needs besides the tile (sent once to each worker process)."""
+
+    load: Callable[[TileRef], Tile]
+    size: int
+    factor: int
+    feature_classes: int  # DeepGlobe: classes of the per-image features; 0 = no features
+    images: _NpyBlocks
+    masks: _NpyBlocks
+
+
+@dataclass
+class _Prepared:
+    """What the store records of one tile's chips (the chips themselves are already in the arrays)."""
+
+    labels: list[int]
+    hists: list[str]  # per chip: JSON {class id: pixels}
+    max_id: int  # the largest class id seen, -1 if none
+    outline: Polygon | None
+    chip_outlines: list[Polygon | None]
+    sums: np.ndarray  # per band, float64, over the valid pixels of the chips
+    squares: np.ndarray
+    pixels: int  # valid pixels in the sums
+    nodata_pixels: int
+    features: np.ndarray | None = None
+
+
+_JOB: _Job | None = None  # the job of this (worker) process
+
+
+def _start_worker(job: _Job) -> None:
+    global _JOB
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _keep_freed_memory()
+    _JOB = job
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc serve arrays up to 32 MB from the heap and keep freed memory for reuse: every tile
+    allocates arrays of the same sizes, which would otherwise be mapped afresh and fault in page by
+    page (measured: a third of a worker's time). A no-op where the C library has no `mallopt`."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
+    except (OSError, AttributeError):
+        pass
+
+
+def _prepared_tiles(job: _Job, items: list[tuple[TileRef, int, int, int]],
+                    workers: int) -> Iterator[_Prepared | DataError]:
+    """`_prepare` of every tile, in order: in this process (workers ≤ 1) or in a process pool, at most
+    PREPARE_AHEAD tiles per worker ahead of the one being written (memory stays flat)."""
+    global _JOB
+    if workers <= 1 or len(items) <= 1:
+        _JOB = job
+        yield from map(_prepare, items)
+        return
+    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(job,)) as pool:
+        try:
+            pending: deque[Future] = deque()
+            for item in items:
+                pending.append(pool.submit(_prepare, item))
+                if len(pending) > PREPARE_AHEAD * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+
+def _prepare(item: tuple[TileRef, int, int, int]) -> _Prepared | DataError:
+    """Read one tile, cut it into chips and write them (float16 images, masks) from row `first` of the
+    arrays; return their labels, histograms, outlines and band sums, or a DataError for bad input."""
+    ref, rows, cols, first = item
+    job = _JOB
+    size, factor = job.size, job.factor
+    step = size * factor
+    windows = [(0, 0, ref.height, ref.width)] + [(i * step, j * step, step, step)
+                                                for i in range(rows) for j in range(cols)]
+    try:
+        tile = job.load(ref)
+        outline, *chip_outlines = footprints(tile.crs, tile.transform, windows)
+    except DataError as exc:
+        return exc
+    image, mask = tile.image, tile.mask
+    if max(np.fmax.reduce(image, axis=None), -np.fmin.reduce(image, axis=None)) > FLOAT16_MAX:
+        return DataError(f"{ref.source}: values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
+    bad = ~np.isfinite(image.sum(axis=0))  # a NaN in any band
+    if tile.nodata is not None:
+        bad |= tile.nodata
+    nodata_pixels = int(np.count_nonzero(bad))
+    if nodata_pixels:
+        image[:, bad] = 0.0
+        mask = mask.copy()
+        mask[bad] = IGNORE_INDEX
+    if factor > 1:
+        image, mask, bad = _downsample(image, mask, bad, factor)
+    features = image_features(image, mask, job.feature_classes) if job.feature_classes else None
+    covered = np.ascontiguousarray(image[:, :rows * size, :cols * size])
+    flat = covered.reshape(len(covered), -1)  # nodata pixels are 0: they add nothing to the sums
+    chip_masks = _chips(mask[:rows * size, :cols * size], rows, cols, size)
+    labels, hists, max_id = [], [], -1
+    for chip_mask in chip_masks:
+        hist = np.bincount(chip_mask.ravel(), minlength=256)[:IGNORE_INDEX]
+        present = np.flatnonzero(hist)
+        label = ref.label if ref.label >= 0 else (int(hist.argmax()) if present.size else -1)
+        labels.append(label)
+        hists.append(json.dumps({int(c): int(hist[c]) for c in present}))
+        max_id = max(max_id, label, int(present[-1]) if present.size else -1)
+    job.images.write(first, _chips_float16(covered, rows, cols, size))
+    job.masks.write(first, chip_masks)
+    return _Prepared(
+        labels=labels, hists=hists,
+        max_id=max_id, outline=outline, chip_outlines=chip_outlines,
+        sums=flat.sum(axis=1).astype(np.float64),  # per tile: float32 pairwise sums, 3x faster
+        squares=np.einsum("ij,ij->i", flat, flat).astype(np.float64),
+        pixels=flat.shape[1] - int(np.count_nonzero(bad[:rows * size, :cols * size])),
+        nodata_pixels=nodata_pixels, features=features)
 
 
 def _chips(a: np.ndarray, rows: int, cols: int, size: int) -> np.ndarray:
@@ -329,67 +432,74 @@ def _create_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
-class _NpyRows:
-    """A .npy array filled with blocks of rows in order, by plain file writes, so memory stays flat at
-    any size (a writable memory map would count every written page in the process's resident memory).
-
-    A thread of its own writes each block and adds it to the file's sha256 while the caller prepares
-    the next (file writes and hashing release the GIL); at most one block waits. `finish(n)` keeps
-    the first `n` rows when tiles were skipped after the store was sized, and returns the checksum.
-    """
+class _NpyBlocks:
+    """A .npy array sized up front whose row blocks are written in place by any process (`write`:
+    positioned writes), then hashed in row order by the main process (`written`: read back from the
+    page cache), so memory stays flat at any size. `finish()` drops the rows of skipped tiles and
+    returns the file's sha256."""
 
     def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]) -> None:
         self.path, self.dtype, self.shape = path, np.dtype(dtype), shape
         header = _create_npy(path, self.dtype, shape)
         self.offset = len(header)
-        self.digest = hashlib.sha256(header)
         self.row_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
-        self.rows = 0
-        self.fh = open(path, "r+b")
-        self.fh.seek(self.offset)
-        self.thread = ThreadPoolExecutor(1)
-        self.pending: Future | None = None
+        self.digest = hashlib.sha256(header)
+        self.blocks: list[tuple[int, int]] = []  # (first row, rows) of the tiles kept, in order
+        self.hashed = 0  # rows hashed so far, from row 0 without a gap
+        self._fd: tuple[int, int] | None = None  # (process id, descriptor)
 
-    def __enter__(self) -> _NpyRows:
+    def __enter__(self) -> _NpyBlocks:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.thread.shutdown()
-        self.fh.close()
+        self._close()
 
-    def append(self, block: np.ndarray) -> None:
-        """Queue the next rows (a C-contiguous array of this dtype); it must not change afterwards."""
-        self._wait()
-        self.pending = self.thread.submit(self._write, memoryview(block).cast("B"))
-        self.rows += len(block)
+    def _close(self) -> None:
+        if self._fd is not None and self._fd[0] == os.getpid():
+            os.close(self._fd[1])
+        self._fd = None
 
-    def _write(self, data: memoryview) -> None:
-        self.fh.write(data)
-        self.digest.update(data)
+    def __getstate__(self) -> dict:  # what a spawned worker needs: where to write
+        return {k: v for k, v in self.__dict__.items() if k not in ("digest", "_fd")} | {"_fd": None}
 
-    def _wait(self) -> None:
-        if self.pending is not None:
-            self.pending.result()
-            self.pending = None
+    def _descriptor(self) -> int:
+        if self._fd is None or self._fd[0] != os.getpid():
+            self._fd = (os.getpid(), os.open(self.path, os.O_RDWR))
+        return self._fd[1]
+
+    def write(self, first: int, block: np.ndarray) -> None:
+        """Write `block` (rows of this array's dtype and row shape) from row `first`."""
+        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
+        position, fd = self.offset + first * self.row_bytes, self._descriptor()
+        while data:
+            done = os.pwrite(fd, data, position)
+            data, position = data[done:], position + done
+
+    def written(self, first: int, rows: int) -> None:
+        """Record that rows first .. first+rows-1 hold a kept tile; hash them if no gap precedes them."""
+        self.blocks.append((first, rows))
+        if first == self.hashed:
+            self.digest.update(os.pread(self._descriptor(), rows * self.row_bytes, self.offset + first * self.row_bytes))
+            self.hashed += rows
 
     def finish(self) -> str:
-        """Flush, drop the unused rows, and return the finished file's sha256."""
-        self._wait()
-        if self.rows == self.shape[0]:
-            self.fh.flush()
+        """Close the file, leaving only the kept rows, in order; return its sha256."""
+        kept = sum(rows for _, rows in self.blocks)
+        if self.hashed == kept == self.shape[0]:
+            self._close()
             return self.digest.hexdigest()
-        tmp = self.path.with_name(f".{self.path.name}.shrink")
-        offset = len(_create_npy(tmp, self.dtype, (self.rows, *self.shape[1:])))
-        self.fh.flush()
+        tmp = self.path.with_name(f".{self.path.name}.compact")
+        offset = len(_create_npy(tmp, self.dtype, (kept, *self.shape[1:])))
+        fd = self._descriptor()
         with open(tmp, "r+b") as out:
             out.seek(offset)
-            self.fh.seek(self.offset)
-            left = self.rows * self.row_bytes
-            while left:
-                block = self.fh.read(min(left, COPY_BYTES))
-                out.write(block)
-                left -= len(block)
-        self.fh.close()
+            for first, rows in self.blocks:
+                position, left = self.offset + first * self.row_bytes, rows * self.row_bytes
+                while left:
+                    chunk = os.pread(fd, min(left, COPY_BYTES), position)
+                    out.write(chunk)
+                    position, left = position + len(chunk), left - len(chunk)
+        self._close()
         os.replace(tmp, self.path)
         return _sha256(self.path)
 
