@@ -101,7 +101,7 @@ class EvalConfig:
     finetune_steps: list[int] = field(default_factory=lambda: [10, 50])  # grid for pretrain and random init
     finetune_lrs: list[float] = field(default_factory=lambda: [1e-3, 1e-2])
     finetune_layers: list[Literal["all", "head"]] = field(default_factory=lambda: ["all", "head"])
-    adapt_steps: int | None = None  # MAML-family test-time steps; None = the checkpoint's meta.test_inner_steps
+    adapt_steps: list[int] | None = None  # MAML-family test-time steps tried on meta-val; None = meta.test_inner_steps
     norm_stats: Literal["support", "trained", "blend"] = "support"  # BatchNorm statistics after adaptation
     rf_trees: int = 100  # random-forest baseline
     rf_max_pixels: int = 20000  # support pixels sampled per segmentation task for the random forest

@@ -17,7 +17,7 @@ from landmeta.data.store import ChipStore
 from landmeta.data.tasks import load_or_create_tasks
 from landmeta.errors import CheckpointError, DataError, ModelError, OutputExistsError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
-from landmeta.evaluation.protocol import EvalSetup, Evaluator, evaluate, finetune_grid
+from landmeta.evaluation.protocol import EvalSetup, Evaluator, evaluate, tuning_grid
 from landmeta.evaluation.results import read_examples
 from landmeta.evaluation.stats import mean_ci
 from landmeta.meta.adapt import adapt, set_norm_stats
@@ -78,6 +78,7 @@ def test_every_method_on_the_same_tasks(evaluated, setup):
     assert sorted(results[results.shots == 0].method.unique()) == ["pretrain"]  # only its head allows 0-shot
     assert results[["accuracy", "macro_f1"]].apply(lambda c: c.between(0, 1).all()).all()
     assert meta["tuned"]["pretrain"]["1"]["steps"] == 3 and meta["tuned"]["random"]["2"]["lr"] == 0.01
+    assert meta["tuned"]["maml"]["1"] == {"steps": None, "val_score": None, "val_tasks": 0}  # meta.test_inner_steps
 
 
 def test_summary_and_tests_follow_results(evaluated):
@@ -251,11 +252,11 @@ def test_parallel_workers_give_the_same_results(evaluated, setup, tmp_path):
 def test_no_fine_tuning_is_one_candidate_of_the_grid():
     config = load_config("tiny.yaml", ["eval.finetune_steps=[0,5]", "eval.finetune_lrs=[0.001,0.01]",
                                        "eval.finetune_layers=[all,head]"])
-    grid = finetune_grid(config)
+    grid = tuning_grid(config)
     assert len(grid) == 1 + 2 * 2 and [hp["steps"] for hp in grid] == [0, 5, 5, 5, 5]
     assert grid[0] == {"steps": 0, "lr": None, "layers": None}
     # random init is always trained, in all its layers
-    assert finetune_grid(config, "random") == [{"steps": 5, "lr": lr, "layers": "all"} for lr in (0.001, 0.01)]
+    assert tuning_grid(config, "random") == [{"steps": 5, "lr": lr, "layers": "all"} for lr in (0.001, 0.01)]
 
 
 def test_zero_steps_with_trained_statistics_is_the_zero_shot_prediction(setup):
@@ -276,9 +277,11 @@ def test_zero_steps_with_trained_statistics_is_the_zero_shot_prediction(setup):
 
 def test_evaluation_tunes_over_the_zero_step_candidate(setup, tmp_path):
     _, store_path, _, runs = setup
-    config = load_config("tiny.yaml", FAST + ["eval.finetune_steps=[0,3]"])
+    config = load_config("tiny.yaml", FAST + ["eval.finetune_steps=[0,3]", "eval.adapt_steps=[0,2]"])
     out = evaluate(store_path, runs, tmp_path / "res", config, split="test", shots=[1], tasks=2)
     tuned = json.loads((out / "meta.json").read_text())["tuned"]
+    # MAML's test-time steps are chosen on meta-val too
+    assert tuned["maml"]["1"]["steps"] in (0, 2) and tuned["maml"]["1"]["val_tasks"] == config.task.val_tasks
     assert tuned["pretrain"]["1"]["steps"] in (0, 3) and tuned["pretrain"]["1"]["val_tasks"] == config.task.val_tasks
     assert tuned["random"]["1"] == {"steps": 3, "lr": 0.01, "layers": "all", "val_score": None, "val_tasks": 0}
 

@@ -39,6 +39,7 @@ from landmeta.meta.maml import MAML_METHODS
 from landmeta.models import build_model, head_names
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
+TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val
 RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("RED", "GREEN", "BLUE"))
 
 
@@ -130,7 +131,7 @@ class Evaluator:
             return nearest_prototype(head_inputs(model, xs), ys, head_inputs(model, xq),
                                      self.store.ignore_index).numpy()
         if method.family == "maml":
-            model = adapt(method.ckpt, method.model, xs, ys, steps=cfg.adapt_steps,
+            model = adapt(method.ckpt, method.model, xs, ys, steps=(hp or {}).get("steps"),
                           classes=classes if self.kind == "classification" else None, norm_stats=cfg.norm_stats)
         else:
             model = self._finetuned(method, xs, ys, classes, seed, hp or {})
@@ -167,13 +168,17 @@ def global_class_head(ckpt: dict[str, Any]) -> bool:
     return ckpt["task_kind"] == "classification" and ckpt["config"]["meta"].get("class_head") == "global"
 
 
-def finetune_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
-    """The fine-tuning candidates (steps × lr × layers) tried on meta-val for pretrain or random init.
+def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
+    """The candidates tried on meta-val: test-time inner steps for the MAML family (`eval.adapt_steps`;
+    none given: the checkpoint's `meta.test_inner_steps` alone), fine-tuning steps × lr × layers for
+    pretrain or random init.
 
     For pretraining, 0 steps (no fine-tuning: the network as trained, its head cut to the task's
     classes) is one candidate, without learning rate or layers. A random-init network is
     always trained, and in all its layers (its random features are worth nothing alone)."""
     cfg = config.eval
+    if family == "maml":
+        return [{"steps": s} for s in cfg.adapt_steps] if cfg.adapt_steps else [{"steps": None}]
     grid = [{"steps": s, "lr": lr, "layers": layers}
             for s, lr, layers in itertools.product(cfg.finetune_steps, cfg.finetune_lrs, cfg.finetune_layers)]
     if family == "random":
@@ -256,7 +261,7 @@ def _val_unit(args: tuple[int, int, Task, list[str]]) -> tuple[int, int, dict[st
     scores = {}
     for method in (m for m in ev.methods if m.name in names):
         scores[method.name] = [ev.score(task, yq, ev.predict(method, task, xs, ys, xq, ev.setup.seed + task_id, hp))[headline]
-                               for hp in finetune_grid(ev.config, method.family)]
+                               for hp in tuning_grid(ev.config, method.family)]
     return shots, task_id, scores
 
 
@@ -362,7 +367,7 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     meta["tuned"] = _resume_or_start(out, meta, overwrite)
     write_meta(out, meta | {"status": "running", "provenance": provenance()})
     missing_tuning = [s for s in positive if s in shots and any(
-        str(s) not in meta["tuned"].get(m.name, {}) for m in methods if m.family in ("pretrain", "random"))]
+        str(s) not in meta["tuned"].get(m.name, {}) for m in methods if m.family in TUNED_FAMILIES)]
     if missing_tuning:
         meta["tuned"] = _tune(probe, store, kind, n_way, missing_tuning, meta["tuned"], workers, progress)
         write_meta(out, meta | {"status": "running", "provenance": provenance()})
@@ -431,9 +436,10 @@ def _resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool) -> dict[s
 
 def _tune(probe: Evaluator, store: ChipStore, kind: str, n_way: int, shots: list[int],
           tuned: dict[str, Any], workers: int, progress: bool) -> dict[str, Any]:
-    """Choose steps, lr and layers per shot count for pretrain and random init on meta-val tasks."""
+    """Choose per shot count, on meta-val tasks, the MAML family's test-time steps and pretrain's and
+    random init's fine-tuning steps, lr and layers."""
     config, setup = probe.config, probe.setup
-    grids = {m.name: finetune_grid(config, m.family) for m in probe.methods if m.family in ("pretrain", "random")}
+    grids = {m.name: tuning_grid(config, m.family) for m in probe.methods if m.family in TUNED_FAMILIES}
     tuned = {k: dict(v) for k, v in tuned.items()}
     for name in [n for n, grid in grids.items() if len(grid) == 1]:  # nothing to choose: no meta-val runs
         tuned.setdefault(name, {}).update({str(s): grids[name][0] | {"val_score": None, "val_tasks": 0}
