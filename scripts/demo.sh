@@ -21,21 +21,25 @@ train() {  # KIND METHOD [ARGS]: one torch thread; ARGS (e.g. another --config) 
     --data "$W/data/sen12ms" --out "$W/runs/$1-$2" --set seed="$SEED" --no-progress "${@:3}"
 }
 
-# Two processes at a time, one per core. The segmentation MAML run starts from the U-Net
-# pretraining's weights (train.init_from), so that pretraining runs first.
+evaluate() {  # KIND: score both trainings and the baselines on the held-out regions, then report
+  step "evaluate $1 on held-out regions"
+  landmeta evaluate --data "$W/data/sen12ms" --runs "$W/runs/$1-maml" "$W/runs/$1-pretrain" \
+    --split test --out "$W/results/$1"
+  step "report $1"
+  landmeta report "$W/results/$1" --out "$W/reports/$1" --overwrite
+}
+
+# Both cores busy throughout. The segmentation MAML run starts from the U-Net pretraining's weights
+# (train.init_from), so that pretraining runs first; while it trains, the classifier pretraining,
+# evaluation and report run beside it.
 step "train: classifier MAML and U-Net pretraining"
 train cls maml & a=$!; train seg pretrain & b=$!; wait "$a"; wait "$b"
-step "train: classifier pretraining and U-Net MAML (from the pretrained U-Net)"
-train cls pretrain & a=$!; train seg maml --config demo-seg-maml --set train.init_from="$W/runs/seg-pretrain/best.pt" & b=$!
-wait "$a"; wait "$b"
-
-for kind in cls seg; do
-  step "evaluate $kind on held-out regions"
-  landmeta evaluate --data "$W/data/sen12ms" --runs "$W/runs/$kind-maml" "$W/runs/$kind-pretrain" \
-    --split test --out "$W/results/$kind"
-  step "report $kind"
-  landmeta report "$W/results/$kind" --out "$W/reports/$kind" --overwrite
-done
+step "train: U-Net MAML (from the pretrained U-Net); beside it classifier pretraining"
+train seg maml --config demo-seg-maml --set train.init_from="$W/runs/seg-pretrain/best.pt" & b=$!
+train cls pretrain
+evaluate cls
+wait "$b"
+evaluate seg
 
 step "done"
 echo "reports: $W/reports/cls/index.html and $W/reports/seg/index.html (Markdown: index.md beside them)"
