@@ -193,6 +193,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         return _build(hint, value, source, prefix=f"{key}.")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 2e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is bool and not isinstance(value, bool):
         raise ConfigError(f"{source}: {key}: expected true or false, got {value!r}")
     if hint is int and isinstance(value, bool):

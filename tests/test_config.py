@@ -26,8 +26,9 @@ def test_extends_inherits_and_overrides():
 
 
 def test_set_overrides_with_types():
-    cfg = load_config("tiny", ["meta.inner_steps=3", "meta.inner_lr=1", "eval.shots=[1, 5]", "data.bands=null"])
-    assert cfg.meta.inner_steps == 3
+    cfg = load_config("tiny", ["meta.inner_steps=3", "meta.inner_lr=1", "eval.shots=[1, 5]", "data.bands=null",
+                               "meta.outer_lr=2e-4"])
+    assert cfg.meta.inner_steps == 3 and cfg.meta.outer_lr == 2e-4  # YAML 1.1 reads 2e-4 as a string
     assert isinstance(cfg.meta.inner_lr, float) and cfg.meta.inner_lr == 1.0
     assert cfg.eval.shots == [1, 5] and cfg.data.bands is None
 
@@ -39,6 +40,7 @@ def test_set_overrides_with_types():
     ("task.kind.x=1", "'task.kind' is not a section"),
     ("noequals", "expected section.key=value"),
     ("data.augment=3", "data.augment: expected true or false"),
+    ("meta.outer_lr=fast", "meta.outer_lr: expected float"),
 ])
 def test_bad_overrides_name_the_key(override, fragment):
     with pytest.raises(ConfigError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
