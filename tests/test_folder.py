@@ -12,6 +12,7 @@ import rasterio
 from PIL import Image
 from pyproj import CRS, Transformer
 
+from landmeta.data import preprocess as preprocess_module
 from landmeta.data.preprocess import PreprocessOptions, preprocess
 from landmeta.errors import DataError
 from preprocess_inputs import write_tif
@@ -26,8 +27,8 @@ BOXES = {"ireland": (-10.5, 51.4, -6.0, 55.4), "portugal": (-9.6, 36.9, -6.2, 42
 needs_bigearthnet = pytest.mark.skipif(not BIGEARTHNET.is_dir(), reason="real Sentinel-2 samples not present")
 
 
-def run(root, out, **kw):
-    return preprocess("folder", root, out, PreprocessOptions(**kw))
+def run(root, out, workers=None, **kw):
+    return preprocess("folder", root, out, PreprocessOptions(**kw), workers=workers)
 
 
 def bigearthnet_folder(root: Path) -> Path:
@@ -112,7 +113,7 @@ def seg_folder(root: Path, rng: np.random.Generator, regions=("r1", "r2", "r3"),
     return root
 
 
-def test_segmentation_folder_with_class_map_and_missing_mask(tmp_path):
+def test_segmentation_folder_with_class_map_and_missing_mask(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     root = seg_folder(tmp_path / "raw", rng)
     write_tif(root / "r1" / "images" / "lonely.tif", np.ones((4, 32, 32), np.uint16))
@@ -126,6 +127,10 @@ def test_segmentation_folder_with_class_map_and_missing_mask(tmp_path):
     ids = np.asarray(Image.open(root / "r1/masks/t0.png"))
     np.testing.assert_array_equal(masks[1], ids[:16, 16:])
     assert manifest["bands"] == ["b1", "b2", "b3", "b4"] and manifest["num_chips"] == 3 * 2 * 4
+    monkeypatch.setattr(preprocess_module, "START_METHOD", "spawn")  # as on macOS and Windows: the loader is pickled
+    spawned = run(root, tmp_path / "spawned", workers=2, class_map=tmp_path / "classes.csv", chip_size=16)
+    assert json.loads((spawned / "manifest.json").read_text())["checksums"] == manifest["checksums"]
+    monkeypatch.undo()
     Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "r3/masks/t1.png")  # 7: not in the map
     out = run(root, tmp_path / "store2", class_map=tmp_path / "classes.csv", chip_size=16)
     skipped = json.loads((out / "manifest.json").read_text())["skipped"]

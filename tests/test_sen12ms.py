@@ -12,6 +12,7 @@ import rasterio
 from pyproj import Transformer
 
 from landmeta.classes import igbp_lookup
+from landmeta.data import preprocess as preprocess_module
 from landmeta.data.preprocess import PreprocessOptions, preprocess
 from landmeta.data.sen12ms import ALL_BANDS
 from landmeta.errors import DataError
@@ -84,7 +85,7 @@ def test_region_footprint_is_the_patches_reprojected(tmp_path):
     assert regions.set_index("region").loc["ROIs1158_spring_1", "season"] == "spring"
 
 
-def test_same_store_from_any_number_of_worker_processes_even_around_a_skipped_patch(tmp_path):
+def test_same_store_from_any_number_of_worker_processes_even_around_a_skipped_patch(tmp_path, monkeypatch):
     root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
     sen12ms_patch(root, "ROIs1158_spring", 1, 9, np.random.default_rng(5), s2_count=10)  # bad, between good ones
     stores = {w: run(root, tmp_path / f"w{w}", workers=w) for w in (1, 2, 3)}
@@ -96,6 +97,9 @@ def test_same_store_from_any_number_of_worker_processes_even_around_a_skipped_pa
             assert hashlib.sha256((out / name).read_bytes()).hexdigest() == manifests[w]["checksums"][name]
         assert (out / "stats.json").read_text() == (stores[1] / "stats.json").read_text()
         assert not list(out.glob(".*"))  # no scratch file left behind
+    monkeypatch.setattr(preprocess_module, "START_METHOD", "spawn")  # as on macOS and Windows: workers pickled
+    spawned = run(root, tmp_path / "spawned", workers=2)
+    assert json.loads((spawned / "manifest.json").read_text())["checksums"] == manifests[1]["checksums"]
     images, chips = np.load(stores[2] / "images.npy"), pd.read_csv(stores[2] / "chips.csv")
     first = chips.index[chips["tile"] == "ROIs1158_spring_2_p1_r0c0"][0]  # the patch after the gap
     s2 = read(root / "ROIs1158_spring/s2_2/ROIs1158_spring_s2_2_p1.tif")[0]

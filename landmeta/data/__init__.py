@@ -54,7 +54,7 @@ class Scan:
     kinds: list[str]
     tiles: list[TileRef]
     chip_size: int
-    load: Callable[[TileRef], Tile]
+    load: Callable[[TileRef], Tile]  # picklable (a module-level function or a partial of one)
     parent_is_chip: bool = False  # DeepGlobe: each sub-tile is its own parent
 
 

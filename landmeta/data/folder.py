@@ -10,6 +10,7 @@ Class-map file (optional): lines `name,id` (mask values are ids) or `name,id,R,G
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +145,9 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     colours_by_id = {cid: rgb for rgb, cid in colours.items()}
     class_colors = [colours_by_id.get(i, _palette(i)) for i in range(len(names))]
     indexes = [bands.index(b) for b in wanted]
-
-    def load_one(ref: TileRef) -> Tile:
-        return load(ref, bands, indexes, mapped, colours, segmentation)
-
     return Scan(bands=wanted, class_names=list(names), class_colors=class_colors, kinds=kinds, tiles=tiles,
-                chip_size=chip, load=load_one)
+                chip_size=chip, load=partial(load, bands=bands, indexes=indexes, mapped=mapped, colours=colours,
+                                             segmentation=segmentation))
 
 
 def _select(bands: list[str], asked: list[str] | None, path: Path) -> list[str]:

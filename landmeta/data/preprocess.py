@@ -44,6 +44,7 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 COPY_BYTES = 1 << 24  # bytes copied at a time when dropping the rows of skipped tiles
 PREPARE_AHEAD = 2  # tiles per worker prepared ahead of the one being written (memory: this many more)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"  # of the worker processes
 # The smallest tasks there are: 2-way 1-shot 1-query (2 classes with 2 chips each), or one support
 # and one query tile. A region below both is kept but reported.
 MIN_CLASS_CHIPS, MIN_CLASSES, MIN_SEG_CHIPS = 2, 2, 2
@@ -200,7 +201,8 @@ def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, i
             images.written(first, rows * cols)
             masks.written(first, rows * cols)
             info = regions.setdefault(ref.region, _Region(season=ref.season))
-            info.features = tile.features if tile.features is not None else info.features
+            if tile.features is not None:
+                info.features = tile.features
             if tile.outline is not None:
                 info.footprints.append(tile.outline)
             info.sums += tile.sums
@@ -286,7 +288,7 @@ def _prepared_tiles(job: _Job, items: list[tuple[TileRef, int, int, int]],
         _JOB = job
         yield from map(_prepare, items)
         return
-    context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    context = multiprocessing.get_context(START_METHOD)
     with ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(job,)) as pool:
         try:
             pending: deque[Future] = deque()

@@ -7,6 +7,7 @@ A region is a (season, scene) pair, e.g. `ROIs1158_spring_7`; a tile is a 256² 
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     chip = options.chip_size or DEFAULT_CHIP
     return Scan(bands=bands, class_names=list(SIMPLIFIED_CLASSES), class_colors=list(SIMPLIFIED_COLORS),
                 kinds=["classification", "segmentation"], tiles=tiles, chip_size=chip,
-                load=lambda ref: load(ref, bands))
+                load=partial(load, bands=bands))
 
 
 _IGBP = igbp_lookup()
