@@ -120,6 +120,9 @@ def test_cli_summary_and_one_line_errors(raw, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and "ROIs1158_spring_s2_2_p2.tif: patch has no lc file" in err[0]
         assert not (tmp_path / "t").exists()
+        assert main(["preprocess", "sen12ms", "--root", str(raw), "--out", str(tmp_path / "w"), "--workers", "-2",
+                     "--no-progress"]) == 2
+        assert "--workers must be 0 or more" in capsys.readouterr().err and not (tmp_path / "w").exists()
     finally:
         (tmp_path / "moved.tif").rename(raw / "ROIs1158_spring/lc_2/ROIs1158_spring_lc_2_p2.tif")
 

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="DeepGlobe: images at random, or whole clusters per split (default random)")
     parser.add_argument("--clusters", type=int, default=6, help="DeepGlobe: KMeans clusters (default 6)")
     parser.add_argument("--class-map", type=Path, help="folder: lines 'name,id' or 'name,id,R,G,B'")
-    parser.add_argument("--workers", type=int, help="processes reading and cutting tiles (default: one per CPU core)")
+    parser.add_argument("--workers", type=int, help="processes reading and cutting tiles (default: one per CPU core; 0: none)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad input")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -72,13 +72,15 @@ def preprocess(source: str, root: Path, out: Path, options: PreprocessOptions, p
                workers: int | None = None) -> Path:
     """Read `root` as `source` (sen12ms, deepglobe, folder) and write the chip store `out`.
 
-    Tiles are read and cut in `workers` processes (default: one per usable CPU core); the store is
-    the same for any number.
+    Tiles are read and cut in `workers` processes (default: one per usable CPU core; 0 or 1: in this
+    process); the store is the same for any number.
     """
     if source not in SOURCES:
         raise ConfigError(f"unknown source {source!r} (expected one of {sorted(SOURCES)})")
     if options.downsample < 1 or options.grid < 1 or (options.chip_size is not None and options.chip_size < 1):
         raise ConfigError("--downsample, --grid and --chip-size must be positive integers")
+    if workers is not None and workers < 0:
+        raise ConfigError(f"--workers must be 0 or more (0 and 1: no worker processes), got {workers}")
     if options.split_file and options.holdout:
         raise ConfigError("give either --split-file or --holdout, not both")
     if options.split == "clustered" and source != "deepglobe":
