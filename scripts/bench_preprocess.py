@@ -7,8 +7,8 @@ for two dataset sizes, then, each in a fresh subprocess (so peak RSS is its own)
 The two alternate `--repeats` times (so both see the same load on a shared machine); prints the
 median patches/s of each, their ratio, the median CPU time per patch (preprocess: its own and its
 worker processes') and the peak resident memory of any run (preprocess: its own and its largest
-worker's). Library imports
-happen before the clock in both; the page cache is warmed first, so both read from memory.
+worker's). Library imports happen before the clock in both; the page cache is warmed first, so
+both read from memory.
 
     .venv/bin/python scripts/bench_preprocess.py [--sizes 32 128] [--repeats 5] [--work DIR]
 """
