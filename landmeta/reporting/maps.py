@@ -59,7 +59,9 @@ def gain_map(gain: pd.DataFrame, path: Path, reference: str, baseline: str, metr
                         norm=TwoSlopeNorm(0.0, -limit, limit), s=70, edgecolors="k", linewidths=0.6, zorder=3)
     if len(located) <= 40:
         for row in located.itertuples():
-            ax.annotate(str(row.region), (row.lon, row.lat), fontsize=6, xytext=(4, 4), textcoords="offset points")
+            east = row.lon > 90  # labels of eastern points go to their left, inside the frame
+            ax.annotate(str(row.region), (row.lon, row.lat), fontsize=6, xytext=(-4 if east else 4, 4),
+                        textcoords="offset points", ha="right" if east else "left")
     fig.colorbar(points, ax=ax, shrink=0.8, label=f"{metric}: {reference} − {baseline}")
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
