@@ -221,7 +221,7 @@ def test_resume_of_a_run_made_before_an_option_existed(tiny_run: Path, store: Pa
     """A config option added since the run was made counts with its default: resuming is allowed."""
     out = tmp_path / "old"
     assert main(train_args(store, out, "--set", "meta.steps=2")) == 0
-    ckpt = torch.load(out / "last.pt", weights_only=False)
+    ckpt = torch.load(out / "last.pt", weights_only=True)
     del ckpt["config"]["meta"]["per_step_bn"]
     torch.save(ckpt, out / "last.pt")
     assert main(train_args(store, out, "--resume", "--set", "meta.steps=3")) == 0

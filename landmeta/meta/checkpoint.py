@@ -1,11 +1,19 @@
-"""Checkpoints: one `torch.save`d dict per file (see docs/architecture.md), written atomically."""
+"""Checkpoints: one `torch.save`d dict per file (see docs/architecture.md), written atomically.
+
+A checkpoint holds only tensors and plain values (str, int, float, bool, None, lists, tuples, dicts),
+and is read with `torch.load(weights_only=True)`: a file handed over by someone else cannot run code
+when it is opened (docs/reliability.md).
+"""
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch.torch_version import TorchVersion
 from torch import nn
 
 from landmeta.config import config_from_dict
@@ -19,9 +27,34 @@ REQUIRED = ("method", "task_kind", "config", "model_state", "inner_lrs", "bands"
             "norm", "chip_size", "in_channels", "num_classes", "step")
 
 
+# Classes that checkpoints written before plain-value saving may hold (a version string, the numpy
+# random state); each only rebuilds data. Nothing else outside torch's own weights-only set loads.
+LEGACY_SAFE_GLOBALS = [TorchVersion, np.ndarray, np.dtype, np.dtypes.UInt32DType,
+                       np._core.multiarray._reconstruct]  # type: ignore[attr-defined]
+
+
+def plain(value: Any) -> Any:
+    """`value` as tensors and plain Python values only, what a weights-only load accepts."""
+    if value is None or isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, np.generic):
+        return value.item()
+    for kind in (bool, int, float, str):  # subclasses too, e.g. torch's version string
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint")
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Write `payload` (with the format tag added) to `path` atomically."""
-    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    """Write `payload` (with the format tag added, as plain values) to `path` atomically."""
+    payload = plain({"format": FORMAT, "format_version": FORMAT_VERSION, **payload})
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 
@@ -32,7 +65,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"{path}: refused, it holds objects other than weights and plain values "
+                              "(opening it could run code); not a landmeta checkpoint") from exc
     except Exception as exc:  # torch raises many types on a truncated or foreign file
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
