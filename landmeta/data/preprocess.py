@@ -37,6 +37,7 @@ from landmeta.data.regions import (assign_splits, cluster_regions, clustered_spl
                                    plot_clusters, random_split)
 from landmeta.errors import ConfigError, DataError
 from landmeta.io import atomic_dir, atomic_write_json, check_output_dir, provenance
+from landmeta.workers import die_with_parent
 
 SOURCES = {"sen12ms": sen12ms.scan, "deepglobe": deepglobe.scan, "folder": folder.scan}
 TILE_BATCH = 4096  # rows of the `tiles` layer written at a time
@@ -264,6 +265,7 @@ _JOB: _Job | None = None  # the job of this (worker) process
 
 def _start_worker(job: _Job) -> None:
     global _JOB
+    die_with_parent()  # a killed preprocess leaves no worker blocked on the pool's pipe
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     _keep_freed_memory()
     _JOB = job

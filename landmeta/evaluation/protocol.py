@@ -247,7 +247,10 @@ _EVALUATOR: Evaluator | None = None
 
 
 def _init_worker(setup: EvalSetup) -> None:
+    """End with the parent process; one torch thread; build this worker's evaluator."""
+    from landmeta.workers import die_with_parent
     global _EVALUATOR
+    die_with_parent()
     torch.set_num_threads(1)
     _EVALUATOR = Evaluator(setup)
 

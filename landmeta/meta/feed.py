@@ -21,6 +21,7 @@ from landmeta.data.tasks import sample_task
 from landmeta.data.transforms import BatchMaker, TaskTensors
 from landmeta.errors import ConfigError
 from landmeta.meta.distributed import World, my_share
+from landmeta.workers import die_with_parent
 
 
 @dataclass
@@ -88,8 +89,13 @@ def steps_data(dataset: Dataset, start: int, stop: int, workers: int) -> Iterato
     if workers == 0:
         return (dataset[s] for s in range(start, stop))
     loader = DataLoader(dataset, batch_size=None, sampler=range(start, stop), num_workers=workers,
-                        collate_fn=_as_is, prefetch_factor=2)
+                        collate_fn=_as_is, prefetch_factor=2, worker_init_fn=_start_worker)
     return iter(loader)
+
+
+def _start_worker(worker_id: int) -> None:
+    """A DataLoader worker ends with the training process (even one killed with SIGKILL)."""
+    die_with_parent()
 
 
 def _as_is(item: object) -> object:

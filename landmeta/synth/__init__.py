@@ -21,6 +21,7 @@ from landmeta.errors import ConfigError
 from landmeta.io import atomic_dir, atomic_write_json, provenance
 from landmeta.synth import deepglobe as dg
 from landmeta.synth import sen12ms as s12
+from landmeta.workers import die_with_parent
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def _deepglobe_job(args: tuple[Path, dg.Style, str, int, int]) -> None:
     dg.write_tile(root, tile_id, image, labels, style.quality)
 
 
-def _one_blas_thread() -> None:
-    """Small matrix products run fastest on one BLAS thread, above all on a busy machine."""
+def _start_worker() -> None:
+    """End with the parent; one BLAS thread (small matrix products run fastest so on a busy machine)."""
+    die_with_parent()
     threadpool_limits(limits=1)
 
 
@@ -63,7 +65,7 @@ def _run(fn: Callable[[Any], Any], jobs: list, workers: int, bar: tqdm) -> list:
     """Apply `fn` to every job, results in order, with `workers` processes; advances `bar`."""
     results = []
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_one_blas_thread) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker) as pool:
             for r in pool.map(fn, jobs, chunksize=4):
                 results.append(r)
                 bar.update(1)
