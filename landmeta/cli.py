@@ -10,9 +10,11 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
+from typing import Any
 
 from landmeta import __version__
-from landmeta.errors import LandmetaError
+from landmeta.errors import LandmetaError, LandmetaWarning
 
 COMMANDS = ["config", "synth", "preprocess", "inspect", "train", "evaluate", "report", "adapt", "predict"]
 
@@ -31,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", LandmetaWarning)
+            warnings.showwarning = _one_line_warnings(args.command, warnings.showwarning)
+            return int(args.func(args) or 0)
     except LandmetaError as exc:
         print(f"landmeta {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -41,6 +46,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into a reader that closed early (e.g. `| head`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _one_line_warnings(command: str, default: Any) -> Any:
+    """A `warnings.showwarning` printing the library's warnings as one line each."""
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, LandmetaWarning):
+            print(f"landmeta {command}: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, *args, **kwargs)
+    return show
 
 
 if __name__ == "__main__":

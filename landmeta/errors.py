@@ -37,3 +37,11 @@ class TrainingError(LandmetaError):
 
 class OutputExistsError(LandmetaError):
     """An output folder exists and is not empty, and overwriting was not asked for."""
+
+
+class OutputBusyError(LandmetaError):
+    """Another process is writing the same output (its write lock is held)."""
+
+
+class LandmetaWarning(UserWarning):
+    """Something the user should know that does not stop the command (the CLI prints one line)."""

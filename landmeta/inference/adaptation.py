@@ -14,7 +14,7 @@ from typing import Any
 from landmeta.config import config_from_dict
 from landmeta.errors import OutputExistsError
 from landmeta.inference.support import SupportSet, read_support
-from landmeta.io import provenance
+from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt
 from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from landmeta.meta.maml import MAML_METHODS
@@ -36,7 +36,13 @@ def adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | No
                      lr: float | None = None, class_map: Path | None = None, overwrite: bool = False,
                      progress: bool = False) -> dict[str, Any]:
     """Adapt `checkpoint` to the labelled tiles in `support` and save it to `out`; returns its `adaptation`."""
-    out = Path(out)
+    with output_lock(out):
+        return _adapt_checkpoint(Path(checkpoint), Path(support), Path(out), steps, lr, class_map, overwrite,
+                                 progress)
+
+
+def _adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | None, lr: float | None,
+                      class_map: Path | None, overwrite: bool, progress: bool) -> dict[str, Any]:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
     ckpt = load_checkpoint(checkpoint)

@@ -21,7 +21,7 @@ from landmeta.errors import CheckpointError
 from landmeta.inference.maps import Legend, MapFiles, check_outputs, default_colors, output_paths, write_maps
 from landmeta.inference.predict import WindowModel, check_window, predict_strips
 from landmeta.inference.scene import open_scene, scene_inputs
-from landmeta.io import provenance
+from landmeta.io import output_lock, provenance
 from landmeta.meta.checkpoint import model_from_checkpoint
 
 DEFAULT_WINDOW = 1024
@@ -93,8 +93,14 @@ def predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: Predict
     """Predict every scene of `inputs` (a raster, a per-band folder, or a folder of them) into `out`.
 
     Every scene is opened and its bands checked, and every output name checked, before anything
-    is written.
+    is written; the whole run holds `out`'s write lock.
     """
+    with output_lock(out):
+        return _predict_maps(ckpt, inputs, Path(out), options, progress)
+
+
+def _predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: PredictOptions,
+                  progress: bool) -> list[MapFiles]:
     window, overlap = resolve_window(ckpt, options)
     scenes = scene_inputs(Path(inputs))
     for path in scenes:

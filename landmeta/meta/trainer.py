@@ -13,6 +13,7 @@ import csv
 import math
 import os
 import random
+import shutil
 import signal
 import time
 from contextlib import nullcontext
@@ -31,7 +32,7 @@ from landmeta.data.tasks import Task, load_or_create_tasks
 from landmeta.data.transforms import BatchMaker
 from landmeta.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
 from landmeta.evaluation.metrics import metric_names, task_metrics
-from landmeta.io import atomic_write_json, atomic_write_text, code_version, provenance
+from landmeta.io import atomic_write_json, atomic_write_text, code_version, output_lock, provenance
 from landmeta.meta.adapt import adapt
 from landmeta.meta import distributed as dd
 from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
@@ -250,9 +251,17 @@ def train(config: Config, data: str | Path, out: str | Path, resume: bool = Fals
     """
     world = dd.world_from_env()
     device = dd.device_for(world, resolve_device(config.train.device))
+    out = Path(out)
     dd.init(world, device)
     try:
-        return _train(config, data, Path(out), resume, progress, world, device)
+        with output_lock(out) if world.main else nullcontext():
+            fresh = world.main and not resume and (not out.exists() or not any(out.iterdir()))
+            try:
+                return _train(config, data, out, resume, progress, world, device)
+            except BaseException:
+                if fresh and not (out / "last.pt").exists():
+                    shutil.rmtree(out, ignore_errors=True)  # nothing to resume: leave no half run
+                raise
     finally:
         dd.shutdown()
 
