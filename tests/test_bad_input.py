@@ -8,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from landmeta.cli import main
 from landmeta.config import BOUNDS, Config, load_config
-from landmeta.errors import ConfigError
+from landmeta.data.store import ChipStore
+from landmeta.errors import ConfigError, TaskError
+from landmeta.evaluation.protocol import evaluate
+from store_factory import make_store
+from test_evaluate import write_checkpoint
 
 
 def _numeric_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -66,3 +71,59 @@ def test_edge_values_are_accepted():
     cfg = load_config("tiny", ["meta.inner_steps=0", "eval.finetune_steps=[0]", "eval.adapt_steps=null",
                                "train.early_stop_patience=0", "eval.examples=0", "seed=4294967295"])
     assert cfg.meta.inner_steps == 0 and cfg.eval.finetune_steps == [0] and cfg.seed == 2**32 - 1
+
+
+# --- numeric CLI options: one line naming option, range and value; exit 2; nothing written --------
+
+@pytest.mark.parametrize("argv, message", [
+    (["adapt", "--checkpoint", "c.pt", "--support", "s", "--out", "m.pt", "--steps", "-1"], "--steps must be >= 0, got -1"),
+    (["adapt", "--checkpoint", "c.pt", "--support", "s", "--out", "m.pt", "--lr", "-0.1"], "--lr must be > 0, got -0.1"),
+    (["adapt", "--checkpoint", "c.pt", "--support", "s", "--out", "m.pt", "--lr", "nan"],
+     "--lr must be a finite number > 0, got nan"),
+    (["evaluate", "--data", "d", "--runs", "r", "--out", "res", "--tasks", "0"], "--tasks must be >= 1, got 0"),
+    (["evaluate", "--data", "d", "--runs", "r", "--out", "res", "--workers", "-3"], "--workers must be >= 1, got -3"),
+    (["predict", "--model", "m.pt", "--input", "i.tif", "--out", "maps", "--batch", "0"], "--batch must be >= 1, got 0"),
+    (["predict", "--model", "m.pt", "--input", "i.tif", "--out", "maps", "--window", "-64"], "--window must be >= 1, got -64"),
+    (["predict", "--model", "m.pt", "--input", "i.tif", "--out", "maps", "--overlap", "-1"], "--overlap must be >= 0, got -1"),
+    (["preprocess", "folder", "--root", "raw", "--out", "store", "--chip-size", "0"], "--chip-size must be >= 1, got 0"),
+    (["preprocess", "folder", "--root", "raw", "--out", "store", "--downsample", "-2"], "--downsample must be >= 1, got -2"),
+    (["preprocess", "deepglobe", "--root", "raw", "--out", "store", "--grid", "0"], "--grid must be >= 1, got 0"),
+    (["preprocess", "deepglobe", "--root", "raw", "--out", "store", "--clusters", "0"], "--clusters must be >= 1, got 0"),
+    (["preprocess", "folder", "--root", "raw", "--out", "store", "--split-seed", "-1"],
+     "--split-seed must be in [0, 4294967295], got -1"),
+    (["preprocess", "folder", "--root", "raw", "--out", "store", "--workers", "-1"], "--workers must be >= 0, got -1"),
+    (["synth", "--out", "raw", "--seed", "-7"], "--seed must be in [0, 4294967295], got -7"),
+    (["train", "--config", "tiny", "--data", "d", "--out", "run", "--nproc", "0"], "--nproc must be >= 1, got 0"),
+])
+def test_numeric_option_out_of_range(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"landmeta {argv[0]}: error: {message}"]
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def evaluation_inputs(tmp_path_factory):
+    """A small chip store and two untrained checkpoints (maml, pretrain) that `evaluate` accepts."""
+    root = tmp_path_factory.mktemp("bad-evaluate")
+    store_path = make_store(root / "store", chip_size=32, parents_per_region=6)
+    store = ChipStore.open(store_path)
+    runs = [write_checkpoint(root / f"{m}.pt", store, m, "classification") for m in ("maml", "pretrain")]
+    return store_path, runs
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*"))
+
+
+def test_evaluate_negative_tasks_writes_nothing(evaluation_inputs, tmp_path, capsys):
+    store_path, runs = evaluation_inputs
+    before = _files(store_path)
+    code = main(["evaluate", "--data", str(store_path), "--runs", *map(str, runs), "--out", str(tmp_path / "res"),
+                 "--tasks", "-5", "--shots", "1"])
+    assert code == 2 and capsys.readouterr().err.strip() == "landmeta evaluate: error: --tasks must be >= 1, got -5"
+    assert _files(store_path) == before and list(tmp_path.iterdir()) == []
+    with pytest.raises(TaskError, match="tasks per shot count must be >= 1, got 0"):  # the library refuses it too
+        evaluate(store_path, runs, tmp_path / "res", load_config("tiny"), shots=[1], tasks=0)
+    assert _files(store_path) == before and not (tmp_path / "res").exists()

@@ -70,7 +70,7 @@ def test_batch_must_divide_by_process_count(store: Path, tmp_path: Path, capsys:
                      "--set", "train.batch_size=15")) == 2
     assert "train.batch_size=15 must divide by the number of processes (2)" in capsys.readouterr().err
     assert main(args(store, tmp_path / "r", 2, "--nproc", "0")) == 2
-    assert "number of processes must be >= 1" in capsys.readouterr().err
+    assert "--nproc must be >= 1, got 0" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
 

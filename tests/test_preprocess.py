@@ -122,7 +122,7 @@ def test_cli_summary_and_one_line_errors(raw, tmp_path, capsys):
         assert not (tmp_path / "t").exists()
         assert main(["preprocess", "sen12ms", "--root", str(raw), "--out", str(tmp_path / "w"), "--workers", "-2",
                      "--no-progress"]) == 2
-        assert "--workers must be 0 or more" in capsys.readouterr().err and not (tmp_path / "w").exists()
+        assert "--workers must be >= 0, got -2" in capsys.readouterr().err and not (tmp_path / "w").exists()
     finally:
         (tmp_path / "moved.tif").rename(raw / "ROIs1158_spring/lc_2/ROIs1158_spring_lc_2_p2.tif")
 

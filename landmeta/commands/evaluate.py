@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from landmeta.commands import add_config_args
-from landmeta.config import Config, config_from_dict, config_to_dict, load_config, parse_override
+from landmeta.commands import add_config_args, add_number, check_numbers
+from landmeta.config import AT_LEAST_ONE, Config, config_from_dict, config_to_dict, load_config, parse_override
 from landmeta.errors import ConfigError
 from landmeta.evaluation.metrics import metric_names
 from landmeta.evaluation.protocol import evaluate, resolve_checkpoint
@@ -28,8 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", default="test", choices=["test", "val"], help="regions to evaluate on")
     parser.add_argument("--shots", help="comma-separated shot counts, e.g. 0,1,2,5 (default: eval.shots)")
     parser.add_argument("--out", required=True, help="results folder (resumed when interrupted)")
-    parser.add_argument("--tasks", type=int, help="tasks per shot count (default: task.test_tasks)")
-    parser.add_argument("--workers", type=int, help="parallel processes (default: eval.workers)")
+    add_number(parser, "--tasks", int, AT_LEAST_ONE, help="tasks per shot count (default: task.test_tasks)")
+    add_number(parser, "--workers", int, AT_LEAST_ONE, help="parallel processes (default: eval.workers)")
     parser.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming --out")
     add_config_args(parser)
     parser.set_defaults(func=run)
@@ -63,6 +63,7 @@ def parse_shots(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
     config = evaluation_config(args.runs, args.config, args.overrides)
     shots = parse_shots(args.shots) if args.shots else None
     out = evaluate(args.data, args.runs, args.out, config, split=args.split, shots=shots, tasks=args.tasks,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from landmeta.commands import add_number, check_numbers
+from landmeta.config import AT_LEAST_ONE, NON_NEGATIVE
 from landmeta.inference.mapping import PredictOptions, predict_maps
 from landmeta.meta.checkpoint import load_checkpoint
 
@@ -15,11 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", required=True, type=Path,
                         help="a raster, a folder of one GeoTIFF per band, or a folder of either")
     parser.add_argument("--out", required=True, type=Path, help="folder for the maps")
-    parser.add_argument("--window", type=int,
-                        help="window side in input pixels (default 1024; a classifier: its training chip size)")
-    parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring windows, cross-faded "
-                                                    "(default 32; a classifier: 0)")
-    parser.add_argument("--batch", type=int, default=1, help="windows per forward pass (default 1)")
+    add_number(parser, "--window", int, AT_LEAST_ONE,
+               help="window side in input pixels (default 1024; a classifier: its training chip size)")
+    add_number(parser, "--overlap", int, NON_NEGATIVE,
+               help="pixels shared by neighbouring windows, cross-faded (default 32; a classifier: 0)")
+    add_number(parser, "--batch", int, AT_LEAST_ONE, default=1, help="windows per forward pass (default 1)")
     parser.add_argument("--polygons", action="store_true", help="also write class polygons (GeoPackage)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing maps of the same scenes")
@@ -27,8 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
     ckpt = load_checkpoint(args.model)
-    options = PredictOptions(window=args.window, overlap=args.overlap, batch=max(1, args.batch),
+    options = PredictOptions(window=args.window, overlap=args.overlap, batch=args.batch,
                              polygons=args.polygons, overwrite=args.overwrite, device=args.device)
     for files in predict_maps(ckpt, args.input, args.out, options, progress=True):
         if files.georeferenced:

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from landmeta.commands import add_number, check_numbers
+from landmeta.config import AT_LEAST_ONE, NON_NEGATIVE, SEED
 from landmeta.data.preprocess import SOURCES, PreprocessOptions, preprocess
 
 
@@ -18,18 +20,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="chip store to write, e.g. data/sen12ms")
     parser.add_argument("--bands", nargs="+", metavar="BAND",
                         help="bands in channel order (SEN12MS: VV VH B01 ... B12 B8A; default all)")
-    parser.add_argument("--chip-size", type=int, help="chip edge in px (SEN12MS 128; folder: tile size)")
-    parser.add_argument("--downsample", type=int, default=1, help="integer downsampling factor (default 1)")
-    parser.add_argument("--grid", type=int, default=4, help="DeepGlobe: sub-tiles per image side (default 4)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the region split (default 0)")
+    add_number(parser, "--chip-size", int, AT_LEAST_ONE, help="chip edge in px (SEN12MS 128; folder: tile size)")
+    add_number(parser, "--downsample", int, AT_LEAST_ONE, default=1, help="integer downsampling factor (default 1)")
+    add_number(parser, "--grid", int, AT_LEAST_ONE, default=4, help="DeepGlobe: sub-tiles per image side (default 4)")
+    add_number(parser, "--split-seed", int, SEED, default=0, help="seed of the region split (default 0)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--split-file", type=Path, help="lines 'region,split' (train, val, test)")
     group.add_argument("--holdout", type=Path, help="one test region per line; the rest split 75/25")
     parser.add_argument("--split", choices=["random", "clustered"], default="random",
                         help="DeepGlobe: images at random, or whole clusters per split (default random)")
-    parser.add_argument("--clusters", type=int, default=6, help="DeepGlobe: KMeans clusters (default 6)")
+    add_number(parser, "--clusters", int, AT_LEAST_ONE, default=6, help="DeepGlobe: KMeans clusters (default 6)")
     parser.add_argument("--class-map", type=Path, help="folder: lines 'name,id' or 'name,id,R,G,B'")
-    parser.add_argument("--workers", type=int, help="processes reading and cutting tiles (default: one per CPU core; 0: none)")
+    add_number(parser, "--workers", int, NON_NEGATIVE, help="processes reading and cutting tiles (default: one per CPU core; 0: none)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad input")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
     options = PreprocessOptions(
         bands=args.bands, chip_size=args.chip_size, downsample=args.downsample, grid=args.grid,
         split_seed=args.split_seed, split_file=args.split_file, holdout=args.holdout, split=args.split,

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from landmeta.commands import add_number, check_numbers
+from landmeta.config import SEED
 from landmeta.synth import SCALES, generate
 
 
@@ -13,12 +15,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("synth", help="generate the synthetic SEN12MS + DeepGlobe dataset")
     parser.add_argument("--out", required=True, type=Path, help="output folder (must be empty or absent)")
     parser.add_argument("--scale", default="default", choices=list(SCALES), help="dataset size (default: default)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    add_number(parser, "--seed", int, SEED, default=0, help="random seed (same seed, same files)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
     out = generate(args.out, scale=args.scale, seed=args.seed, overwrite=args.overwrite, progress=True)
     counts = json.loads((out / "synth.json").read_text())["counts"]
     print(f"wrote {out}: {counts['sen12ms_regions']} SEN12MS regions, {counts['sen12ms_patches']} patches "

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from landmeta.commands import add_config_args
-from landmeta.config import Config, load_config
+from landmeta.commands import add_config_args, add_number, check_numbers
+from landmeta.config import AT_LEAST_ONE, Config, load_config
 from landmeta.errors import ConfigError, TrainingError
 
 METHODS = ["maml", "fomaml", "metasgd", "anil", "boil", "pretrain"]
@@ -26,13 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="continue the run in --out from last.pt (config defaults to its config.yaml)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--nproc", type=int, default=1,
+    add_number(parser, "--nproc", int, AT_LEAST_ONE, default=1,
                         help="processes on this machine (re-runs itself through torch.distributed.run; "
                              "for several nodes use torchrun directly, see docs/distributed.md)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_numbers(args)
     config_path = args.config
     if config_path is None:
         if not args.resume:

@@ -337,6 +337,8 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     if not shots or min(shots) < 0:
         raise TaskError(f"shots must be non-negative integers, got {shots}")
     count = config.task.test_tasks if tasks is None else tasks
+    if count < 1:
+        raise TaskError(f"tasks per shot count must be >= 1, got {count}")
     workers = config.eval.workers if workers is None else workers
     t = config.task
     n_way = t.n_way
