@@ -11,7 +11,7 @@ import pytest
 from landmeta.cli import main
 from landmeta.config import BOUNDS, Config, load_config
 from landmeta.data.store import ChipStore
-from landmeta.errors import ConfigError, TaskError
+from landmeta.errors import ConfigError, OutputExistsError, TaskError
 from landmeta.evaluation.protocol import evaluate
 from store_factory import make_store
 from test_evaluate import write_checkpoint
@@ -127,3 +127,21 @@ def test_evaluate_negative_tasks_writes_nothing(evaluation_inputs, tmp_path, cap
     with pytest.raises(TaskError, match="tasks per shot count must be >= 1, got 0"):  # the library refuses it too
         evaluate(store_path, runs, tmp_path / "res", load_config("tiny"), shots=[1], tasks=0)
     assert _files(store_path) == before and not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("out", ["taken.csv", "taken.csv/res"])
+def test_evaluate_out_on_a_file_is_one_line(out, evaluation_inputs, tmp_path, capsys):
+    store_path, runs = evaluation_inputs
+    (tmp_path / "taken.csv").write_text("a user's file\n")
+    before = _files(store_path)
+    code = main(["evaluate", "--data", str(store_path), "--runs", *map(str, runs), "--out", str(tmp_path / out),
+                 "--tasks", "2", "--shots", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is not a folder; choose another --out" in err[0]
+    assert f"{tmp_path / 'taken.csv'}" in err[0] and "Traceback" not in err[0]
+    assert (tmp_path / "taken.csv").read_text() == "a user's file\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["taken.csv"] and _files(store_path) == before
+    if out == "taken.csv":  # the library refuses it too, before anything is written
+        with pytest.raises(OutputExistsError, match="exists and is not a folder"):
+            evaluate(store_path, runs, tmp_path / out, load_config("tiny"), shots=[1], tasks=2)
+        assert [p.name for p in tmp_path.iterdir()] == ["taken.csv"] and _files(store_path) == before

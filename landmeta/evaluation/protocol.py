@@ -30,8 +30,8 @@ from landmeta.data.transforms import BatchMaker
 from landmeta.errors import CheckpointError, DataError, OutputExistsError, TaskError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
 from landmeta.evaluation.metrics import metric_names, task_metrics
-from landmeta.evaluation.results import (ResultsLog, read_meta, read_results_csv, write_examples, write_meta,
-                                         write_summaries)
+from landmeta.evaluation.results import (ResultsLog, check_results_folder, read_meta, read_results_csv,
+                                         write_examples, write_meta, write_summaries)
 from landmeta.io import provenance
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
@@ -327,6 +327,7 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     A folder left by an interrupted run with the same settings is resumed from its rows.
     """
     out = Path(out)
+    check_results_folder(out)
     store = ChipStore.open(store_path)
     checkpoints = [str(resolve_checkpoint(r).resolve()) for r in runs]
     first = load_checkpoint(checkpoints[0])

@@ -21,13 +21,23 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from landmeta.errors import DataError
+from landmeta.errors import DataError, OutputExistsError
 from landmeta.evaluation.metrics import metric_names
 from landmeta.evaluation.stats import TEST_COLUMNS, paired_tests, summarise
 from landmeta.io import atomic_path, atomic_write_json, atomic_write_text
 
 FORMAT = "landmeta-results"
 KEY_COLUMNS = ["task", "region", "method", "shots"]
+
+
+def check_results_folder(out: Path) -> None:
+    """OutputExistsError if `out`, or the nearest of its parents that exists, is not a folder."""
+    for path in (out, *out.parents):
+        if path.exists() or path.is_symlink():
+            if not path.is_dir():
+                where = "exists and is not a folder" if path == out else f"{path} is not a folder"
+                raise OutputExistsError(f"{out}: {where}; choose another --out")
+            return
 
 
 def result_columns(kind: str) -> list[str]:
