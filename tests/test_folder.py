@@ -171,12 +171,13 @@ def test_corrupt_geotiff_and_empty_folder(tmp_path):
         run(tmp_path / "empty", tmp_path / "s3")
 
 
-def test_values_beyond_float16_are_skipped(tmp_path):
+def test_values_beyond_float16_are_clipped_and_counted(tmp_path):
     rng = np.random.default_rng(4)
     root = seg_folder(tmp_path / "raw", rng)
     huge = np.full((4, 32, 32), 1e6, np.float32)
     write_tif(root / "r1" / "images" / "t0.tif", huge)
     out = run(root, tmp_path / "store")
-    skipped = json.loads((out / "manifest.json").read_text())["skipped"]
-    assert skipped == [{"file": str(root / "r1/images/t0.tif"),
-                        "reason": "values beyond ±65504 do not fit the store's float16"}]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == [] and manifest["counts"]["clipped_values"] == 4 * 32 * 32
+    assert manifest["warnings"][-1] == (f"4096 values beyond ±65504 (not nodata) in 1 file clipped to fit the "
+                                        f"store's float16: {root / 'r1/images/t0.tif'} (4096)")

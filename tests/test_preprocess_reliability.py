@@ -13,11 +13,117 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import rasterio
 
-from preprocess_inputs import sen12ms_dataset
+from landmeta.cli import main
+from landmeta.data.preprocess import PreprocessOptions, preprocess
+from preprocess_inputs import sen12ms_dataset, write_tif
 
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall")
+LOWEST = np.finfo(np.float32).min  # GDAL's float nodata
+
+
+def run(source, root, out, workers=None, **kw):
+    kw.setdefault("chip_size", 32)
+    return preprocess(source, root, out, PreprocessOptions(**kw), workers=workers)
+
+
+def read(path):
+    with rasterio.open(path) as src:
+        return src.read(), src.transform
+
+
+def rewrite(path, change, nodata=None):
+    """Rewrite a GeoTIFF in place with `change(pixels)` applied, optionally declaring a nodata value."""
+    pixels, transform = read(path)
+    change(pixels)
+    write_tif(path, pixels, transform=transform)
+    if nodata is not None:
+        with rasterio.open(path, "r+") as dst:
+            dst.nodata = nodata
+
+
+def manifest(out):
+    return json.loads((out / "manifest.json").read_text())
+
+
+# --- floats: non-finite and nodata before any range check; out-of-range values clipped ------------
+
+def test_inf_and_float_nodata_are_nodata_and_big_values_clipped_never_a_dropped_tile(tmp_path, capsys):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    s1 = {p: root / f"ROIs1158_spring/s1_{p[0]}/ROIs1158_spring_s1_{p[0]}_p{p[1]}.tif" for p in ((1, 1), (1, 2), (2, 1))}
+    def damage(a):
+        a[0, 0, 0], a[1, 1, 1], a[0, 2, 2] = np.inf, -np.inf, LOWEST  # +inf, -inf in VH, GDAL's float nodata
+    rewrite(s1[1, 1], damage)
+    rewrite(s1[1, 2], lambda a: a[1, 3:5, 3].fill(-9999.0), nodata=-9999.0)  # declared nodata, one band
+    def too_big(a):
+        a[0, 10, 10], a[1, 10, 11] = 1e6, -3e38  # valid values beyond float16: clipped, counted
+    rewrite(s1[2, 1], too_big)
+    for workers in (0, 2):
+        out = run("sen12ms", root, tmp_path / f"store{workers}", workers=workers)
+        m = manifest(out)
+        assert m["skipped"] == [] and m["num_chips"] == 8 * 4
+        assert m["counts"]["nodata_pixels"] == 3 + 2 and m["counts"]["nodata_tiles"] == 2
+        assert m["counts"]["clipped_values"] == 2 and m["counts"]["clipped_tiles"] == 1
+        images, masks = np.load(out / "images.npy"), np.load(out / "masks.npy")
+        assert np.isfinite(images).all()
+        for y, x in ((0, 0), (1, 1), (2, 2)):  # patch p1 of spring_1: chips 0..3, (y, x) in chip 0
+            assert masks[0, y, x] == 255 and (images[0, :, y, x] == 0).all()
+        for y in (3, 4):  # patch p2 of spring_1: chips 4..7
+            assert masks[4, y, 3] == 255 and (images[4, :, y, 3] == 0).all()
+        chips = [c for c in range(len(images)) if abs(float(images[c, 0].max())) == 65504]
+        assert len(chips) == 1 and images[chips[0], 1].min() == -65504 and masks[chips[0], 10, 10] != 255
+        warning = [w for w in m["warnings"] if "clipped" in w]
+        assert len(warning) == 1 and str(s1[2, 1]) in warning[0] and "s2_" not in warning[0]
+        assert warning[0].startswith("2 values beyond ±65504")
+    assert main(["preprocess", "sen12ms", "--root", str(root), "--out", str(tmp_path / "cli"), "--chip-size", "32",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr()
+    assert any("clipped" in line and "warning" in line and str(s1[2, 1]) in line
+               for line in (printed.out + printed.err).splitlines())
+
+
+def test_folder_float_tiles_nodata_in_any_band_and_inf(tmp_path):
+    rng = np.random.default_rng(0)
+    for region in ("a", "b", "c"):
+        for cls in ("x", "y"):
+            for k in range(2):
+                pixels = rng.normal(0, 1, (3, 32, 32)).astype(np.float32)
+                path = write_tif(tmp_path / "raw" / region / cls / f"t{k}.tif", pixels)
+                with rasterio.open(path, "r+") as dst:
+                    dst.nodata = float(LOWEST)
+    bad = tmp_path / "raw/a/x/t0.tif"
+    def damage(a):
+        a[2, 0, 0], a[0, 1, 1], a[1, 2, 2] = LOWEST, np.inf, 7e4  # nodata in one band, inf, out of range
+    rewrite(bad, damage, nodata=float(LOWEST))
+    out = run("folder", tmp_path / "raw", tmp_path / "store")
+    m = manifest(out)
+    assert m["skipped"] == [] and m["num_chips"] == 12
+    assert m["counts"]["nodata_pixels"] == 2 and m["counts"]["clipped_values"] == 1
+    images = np.load(out / "images.npy")
+    assert (images[0, :, 0, 0] == 0).all() and (images[0, :, 1, 1] == 0).all() and images[0, 1, 2, 2] == 65504
+    assert any(str(bad) in w for w in m["warnings"])
+
+
+# --- unknown IGBP values ------------------------------------------------------------------------
+
+def test_unknown_igbp_values_are_ignored_and_counted(tmp_path, capsys):
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    lc = root / "ROIs1868_summer/lc_2/ROIs1868_summer_lc_2_p1.tif"
+    def damage(a):
+        a[0, :2, :3], a[0, 5, 5] = 0, 18  # 6 pixels of 0 (no class), 1 of 18
+    rewrite(lc, damage)
+    out = run("sen12ms", root, tmp_path / "store")
+    m = manifest(out)
+    assert m["counts"]["unknown_label_pixels"] == 7 and m["counts"]["unknown_label_tiles"] == 1
+    assert m["num_chips"] == 32 and m["skipped"] == []
+    warning = [w for w in m["warnings"] if "IGBP" in w]
+    assert len(warning) == 1 and "outside 1..17 (0, 18)" in warning[0] and str(lc) in warning[0]
+    masks = np.load(out / "masks.npy")  # the patch's mask ignores those pixels
+    row = pd.read_csv(out / "chips.csv").query("tile == 'ROIs1868_summer_2_p1_r0c0'").index[0]
+    assert (masks[row, :2, :3] == 255).all() and masks[row, 5, 5] == 255
 
 
 # --- worker pools end with their parent ---------------------------------------------------------

@@ -42,6 +42,9 @@ class Tile:
     nodata: np.ndarray | None = None  # (H, W) bool: pixels without data (besides NaN)
     crs: Any = None  # rasterio CRS of the tile's grid, None without georeference
     transform: Any = None  # affine geotransform of the tile's grid
+    band_sources: list[str] | None = None  # per band, the file it was read from (None: the tile's source)
+    unknown_labels: dict[int, int] = field(default_factory=dict)  # label values outside the classes -> pixels
+    mask_source: str | None = None  # the file the mask was read from (None: the tile's source)
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from landmeta.data import Scan, Skips, Tile, TileRef
-from landmeta.data.geo import band_files, read_header, read_raster, stack_bands, to_physical
+from landmeta.data.geo import band_files, declared_nodata, read_header, read_raster, stack_bands, to_physical
 from landmeta.errors import DataError
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
@@ -195,9 +195,9 @@ def load(ref: TileRef, bands: list[str], indexes: list[int], mapped: int,
     if raw.shape[1:] != (ref.height, ref.width):
         raise DataError(f"{ref.paths['image']}: pixels are {raw.shape[2]}x{raw.shape[1]}, header said "
                         f"{ref.width}x{ref.height}")
-    nodata = (raw == head["nodata"]).all(axis=0) if head["nodata"] is not None else None
+    nodata = declared_nodata(raw, head["nodata"])
     image = to_physical(raw[indexes])
-    geo = {"crs": head["crs"], "transform": head["transform"]}
+    geo = {"crs": head["crs"], "transform": head["transform"], "band_sources": _band_sources(ref, bands, indexes)}
     if not segmentation:
         return Tile(image=image, mask=np.full(image.shape[1:], 255, dtype=np.uint8), nodata=nodata, **geo)
     mask = read_mask(ref.paths["mask"], mapped, colours)
@@ -205,6 +205,13 @@ def load(ref: TileRef, bands: list[str], indexes: list[int], mapped: int,
         raise DataError(f"{ref.paths['mask']}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                         f"image is {image.shape[2]}x{image.shape[1]}")
     return Tile(image=image, mask=mask, nodata=nodata, **geo)
+
+
+def _band_sources(ref: TileRef, bands: list[str], indexes: list[int]) -> list[str]:
+    """The file each selected band of a tile is read from (one file per band in a band folder)."""
+    path = ref.paths["image"]
+    files = band_files(path) if path.is_dir() else {}
+    return [str(files.get(bands[i], path)) for i in indexes]
 
 
 def read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int]) -> np.ndarray:

@@ -70,6 +70,16 @@ def to_physical(raw: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def declared_nodata(raw: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """(H, W) pixels holding the raster's declared nodata value: in any band of a float raster (like a
+    NaN), in every band of an integer one (where the value may be valid in a single band); None if none declared."""
+    if nodata is None or np.isnan(nodata):  # NaN is caught as a non-finite value
+        return None
+    if np.issubdtype(raw.dtype, np.floating):
+        return (raw == raw.dtype.type(nodata)).any(axis=0)
+    return (raw == nodata).all(axis=0)
+
+
 def _header(src: rasterio.io.DatasetReader) -> dict:
     return {"count": src.count, "height": src.height, "width": src.width, "crs": src.crs,
             "transform": src.transform, "dtype": src.dtypes[0], "nodata": src.nodata,

@@ -42,6 +42,7 @@ from landmeta.workers import die_with_parent
 SOURCES = {"sen12ms": sen12ms.scan, "deepglobe": deepglobe.scan, "folder": folder.scan}
 TILE_BATCH = 4096  # rows of the `tiles` layer written at a time
 FLOAT16_MAX = float(np.finfo(np.float16).max)
+FLOAT32_LOWEST = float(np.finfo(np.float32).min)  # GDAL's default nodata of float rasters (-3.4e38)
 COPY_BYTES = 1 << 24  # bytes copied at a time when dropping the rows of skipped tiles
 PREPARE_AHEAD = 2  # tiles per worker prepared ahead of the one being written (memory: this many more)
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
@@ -136,10 +137,55 @@ class _Region:
     pixels: int = 0  # valid (not nodata) pixels in the sums
 
 
+@dataclass
+class _Findings:
+    """Values the store had to change, over all tiles: floats clipped to float16, unknown label values."""
+
+    clipped: Counter = field(default_factory=Counter)  # file -> values clipped
+    clipped_tiles: int = 0
+    unknown: Counter = field(default_factory=Counter)  # label value -> pixels
+    unknown_files: list[str] = field(default_factory=list)  # mask files holding unknown values
+
+    def add(self, tile: _Prepared) -> None:
+        """Count one tile's clipped values and unknown label values."""
+        if tile.clipped:
+            self.clipped.update(tile.clipped)
+            self.clipped_tiles += 1
+        if tile.unknown_labels:
+            self.unknown.update(tile.unknown_labels)
+            self.unknown_files.append(tile.mask_source)
+
+    def counts(self) -> dict[str, int]:
+        """The manifest's counts of these findings."""
+        return {"clipped_values": sum(self.clipped.values()), "clipped_tiles": self.clipped_tiles,
+                "unknown_label_pixels": sum(self.unknown.values()), "unknown_label_tiles": len(self.unknown_files)}
+
+    def warnings(self, source: str) -> list[str]:
+        """One line per kind of finding, naming the files at fault (the first three)."""
+        out = []
+        if self.clipped:
+            files = ", ".join(f"{f} ({n})" for f, n in list(self.clipped.items())[:3])
+            out.append(f"{sum(self.clipped.values())} values beyond ±{FLOAT16_MAX:g} (not nodata) in "
+                       f"{_plural(len(self.clipped), 'file')} clipped to fit the store's float16: {files}"
+                       f"{' ...' if len(self.clipped) > 3 else ''}")
+        if self.unknown:
+            what = "IGBP values outside 1..17" if source == "sen12ms" else "mask values outside the classes"
+            values = ", ".join(str(v) for v in sorted(self.unknown)[:10])
+            out.append(f"{sum(self.unknown.values())} mask pixels in {_plural(len(self.unknown_files), 'file')} hold {what} "
+                       f"({values}), ignored (255): {', '.join(self.unknown_files[:3])}"
+                       f"{' ...' if len(self.unknown_files) > 3 else ''}")
+        return out
+
+
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
                  options: PreprocessOptions, skips: Skips, progress: bool, workers: int) -> None:
     """Fill the arrays, chips.csv and the tiles layer; then split, statistics, regions and manifest."""
-    regions, counts, max_id, checksums = _fill(tmp, source, scan, layout, options, skips, progress, workers)
+    regions, counts, max_id, checksums, findings = _fill(tmp, source, scan, layout, options, skips, progress,
+                                                         workers)
     class_names, class_colors = scan.class_names, scan.class_colors
     if not class_names:  # a folder of id masks without a class map
         class_names = [f"class_{i}" for i in range(max_id + 1)]
@@ -148,6 +194,7 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
     split, clusters, warnings = _split(tmp, source, names, regions, options)
     small = _small_regions(names, regions, scan.kinds)
     warnings += [f"region {r}: too few samples for any task ({why})" for r, why in small.items()]
+    warnings += findings.warnings(source)
 
     train = [r for r in names if split[r] == "train"]
     mean, std, pixels = _band_stats([regions[r] for r in train])
@@ -160,7 +207,7 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
     counts.update({
         "inputs_skipped": len(skips), "regions": len(names), "regions_train": per_split["train"],
         "regions_val": per_split["val"], "regions_test": per_split["test"], "chips_train": n_train,
-        "small_regions": len(small),
+        "small_regions": len(small), **findings.counts(),
     })
     options_record = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(options).items()}
     manifest = {
@@ -176,15 +223,17 @@ def _write_store(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef,
 
 def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, int]],
           options: PreprocessOptions, skips: Skips, progress: bool,
-          workers: int) -> tuple[dict[str, _Region], Counter, int, dict[str, str]]:
+          workers: int) -> tuple[dict[str, _Region], Counter, int, dict[str, str], _Findings]:
     """Prepare the tiles (in `workers` processes, which write their chips straight into the arrays) and
-    record them in order; returns per-region sums, counts, the largest class id and the arrays' checksums."""
+    record them in order; returns per-region sums, counts, the largest class id, the arrays' checksums
+    and the values that had to be changed (clipped floats, unknown label values)."""
     from tqdm import tqdm
     size = scan.chip_size
     starts = np.cumsum([0] + [rows * cols for _, rows, cols in layout])
     tiles_layer = _TileLayer(tmp / "regions.gpkg")
     regions: dict[str, _Region] = {}
     counts: Counter = Counter()
+    findings = _Findings()
     n = 0
     max_id = -1
     with (_NpyBlocks(tmp / "images.npy", np.float16, (int(starts[-1]), len(scan.bands), size, size)) as images,
@@ -214,6 +263,7 @@ def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, i
             if tile.nodata_pixels:
                 counts["nodata_pixels"] += tile.nodata_pixels
                 counts["nodata_tiles"] += 1
+            findings.add(tile)
             for k, (label, hist) in enumerate(zip(tile.labels, tile.hists)):
                 name = f"{ref.tile}_r{k // cols}c{k % cols}" if rows * cols > 1 else ref.tile
                 writer.writerow([n, name, ref.region, name if scan.parent_is_chip else ref.tile, label, ref.source])
@@ -229,7 +279,7 @@ def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, i
             raise DataError(f"no chips written: every tile was skipped ({_skip_summary(skips)})")
         checksums = {"images.npy": images.finish(), "masks.npy": masks.finish()}
     counts["chips"] = n
-    return regions, counts, max_id, checksums
+    return regions, counts, max_id, checksums, findings
 
 
 @dataclass
@@ -258,6 +308,9 @@ class _Prepared:
     pixels: int  # valid pixels in the sums
     nodata_pixels: int
     features: np.ndarray | None = None
+    clipped: dict[str, int] = field(default_factory=dict)  # file -> values clipped to the float16 range
+    unknown_labels: dict[int, int] = field(default_factory=dict)  # label values outside the classes -> pixels
+    mask_source: str = ""  # the file the mask was read from
 
 
 _JOB: _Job | None = None  # the job of this (worker) process
@@ -321,16 +374,13 @@ def _prepare(item: tuple[TileRef, int, int, int]) -> _Prepared | DataError:
     except DataError as exc:
         return exc
     image, mask = tile.image, tile.mask
-    if max(np.fmax.reduce(image, axis=None), -np.fmin.reduce(image, axis=None)) > FLOAT16_MAX:
-        return DataError(f"{ref.source}: values beyond ±{FLOAT16_MAX:g} do not fit the store's float16")
-    bad = ~np.isfinite(image.sum(axis=0))  # a NaN in any band
-    if tile.nodata is not None:
-        bad |= tile.nodata
+    bad = _nodata(image, tile.nodata)  # before any range check: nodata is not out of range
     nodata_pixels = int(np.count_nonzero(bad))
     if nodata_pixels:
         image[:, bad] = 0.0
         mask = mask.copy()
         mask[bad] = IGNORE_INDEX
+    clipped = _clip_to_float16(image, tile.band_sources or [ref.source] * len(image))
     if factor > 1:
         image, mask, bad = _downsample(image, mask, bad, factor)
     features = image_features(image, mask, job.feature_classes) if job.feature_classes else None
@@ -353,7 +403,32 @@ def _prepare(item: tuple[TileRef, int, int, int]) -> _Prepared | DataError:
         sums=flat.sum(axis=1).astype(np.float64),  # per tile: float32 pairwise sums, 3x faster
         squares=np.einsum("ij,ij->i", flat, flat).astype(np.float64),
         pixels=flat.shape[1] - int(np.count_nonzero(bad[:rows * size, :cols * size])),
-        nodata_pixels=nodata_pixels, features=features)
+        nodata_pixels=nodata_pixels, features=features, clipped=clipped, unknown_labels=tile.unknown_labels,
+        mask_source=tile.mask_source or ref.source)
+
+
+def _nodata(image: np.ndarray, declared: np.ndarray | None) -> np.ndarray:
+    """(H, W) pixels without data: a non-finite value or GDAL's float nodata in any band, or marked
+    nodata by the reader (`declared`)."""
+    bad = ~np.isfinite(image).all(axis=0)
+    if np.fmin.reduce(image, axis=None) <= FLOAT32_LOWEST:  # fmin skips NaN; -inf may hide the value
+        bad |= (image == FLOAT32_LOWEST).any(axis=0)
+    if declared is not None:
+        bad |= declared
+    return bad
+
+
+def _clip_to_float16(image: np.ndarray, sources: list[str]) -> dict[str, int]:
+    """Clip (in place) the values beyond the float16 range of a finite image to its ends; return the
+    number clipped per file of `sources` (the file of each band)."""
+    if max(np.fmax.reduce(image, axis=None), -np.fmin.reduce(image, axis=None)) <= FLOAT16_MAX:
+        return {}
+    per_band = np.count_nonzero(np.abs(image) > FLOAT16_MAX, axis=(1, 2))
+    np.clip(image, -FLOAT16_MAX, FLOAT16_MAX, out=image)
+    clipped: Counter = Counter()
+    for source, n in zip(sources, per_band):
+        clipped[source] += int(n)
+    return {source: n for source, n in clipped.items() if n}
 
 
 def _chips(a: np.ndarray, rows: int, cols: int, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from landmeta.classes import SIMPLIFIED_CLASSES, SIMPLIFIED_COLORS, igbp_lookup
 from landmeta.data import Scan, Skips, Tile, TileRef
-from landmeta.data.geo import read_header, read_raster
+from landmeta.data.geo import declared_nodata, read_header, read_raster
 from landmeta.errors import DataError
 
 S1_BANDS = ["VV", "VH"]
@@ -25,6 +25,7 @@ SEASON_DIR = re.compile(r"^ROIs\d+_[a-z]+$")
 PATCH_FILE = re.compile(r"^(ROIs\d+_[a-z]+)_(s1|s2|lc)_(\d+)_p(\d+)\.tif$")
 EXPECTED_COUNT = {"s1": 2, "s2": 13, "lc": 4}
 DEFAULT_CHIP = 128
+IGBP_FIRST, IGBP_LAST = 1, 17  # the IGBP classes of the lc files' first band
 
 
 def parse_bands(bands: list[str] | None) -> list[str]:
@@ -86,12 +87,15 @@ def load(ref: TileRef, bands: list[str]) -> Tile:
     """Pixels of one patch: S1 in dB, S2 reflectance (DN / 10000), simplified-class mask.
 
     Raises DataError for a wrong band count or s1/s2/lc grids that disagree. Nodata: S2 pixels
-    that are zero in every band and S1 pixels that are not finite.
+    that are zero in every band, S1 pixels that are not finite, and a file's declared nodata value
+    (non-finite values and GDAL's float nodata in any band are also caught when the tile is cut).
+    IGBP values outside 1..17 are ignored in the mask and counted (`Tile.unknown_labels`).
     """
     igbp, lc = read_raster(ref.paths["lc"])
     _check(ref.paths["lc"], "lc", lc, ref, lc)
     image = np.empty((len(bands), ref.height, ref.width), dtype=np.float32)
     nodata = np.zeros((ref.height, ref.width), dtype=bool)
+    sources = [str(ref.paths.get("s1" if b in S1_BANDS else "s2", ref.source)) for b in bands]
     for kind, names in (("s1", S1_BANDS), ("s2", S2_BANDS)):
         if kind not in ref.paths:
             continue
@@ -99,14 +103,24 @@ def load(ref: TileRef, bands: list[str]) -> Tile:
         _check(ref.paths[kind], kind, head, ref, lc)
         if kind == "s2":
             nodata |= ~raw.any(axis=0)
+        declared = declared_nodata(raw, head["nodata"])
+        if declared is not None:
+            nodata |= declared
         for i, b in enumerate(bands):
             if b in names:
                 np.multiply(raw[names.index(b)], np.float32(1e-4 if kind == "s2" else 1.0), out=image[i])
         if kind == "s1":
             nodata |= ~np.isfinite(raw).all(axis=0)
-    mask = _IGBP[np.clip(igbp[0], 0, 255)]
-    mask[igbp[0] > 255] = 255
-    return Tile(image=image, mask=mask, nodata=nodata, crs=lc["crs"], transform=lc["transform"])
+    return Tile(image=image, mask=_IGBP[np.clip(igbp[0], 0, 255)], nodata=nodata, crs=lc["crs"],
+                transform=lc["transform"], band_sources=sources, unknown_labels=_unknown_igbp(igbp[0]),
+                mask_source=str(ref.paths["lc"]))
+
+
+def _unknown_igbp(igbp: np.ndarray) -> dict[int, int]:
+    """IGBP values outside 1..17 (which the mask ignores) -> number of pixels holding them."""
+    unknown = (igbp < IGBP_FIRST) | (igbp > IGBP_LAST)
+    values, pixels = np.unique(igbp[unknown], return_counts=True)
+    return {int(v): int(n) for v, n in zip(values, pixels)}
 
 
 def _check(path: Path, kind: str, head: dict, ref: TileRef, lc: dict) -> None:
