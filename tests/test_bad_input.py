@@ -11,10 +11,11 @@ import pytest
 from landmeta.cli import main
 from landmeta.config import BOUNDS, Config, load_config
 from landmeta.data.store import ChipStore
-from landmeta.errors import ConfigError, OutputExistsError, TaskError
+from landmeta.errors import ConfigError, DataError, OutputExistsError, TaskError
 from landmeta.evaluation.protocol import evaluate
+from landmeta.evaluation.results import ResultsLog, open_results, read_results_csv
 from store_factory import make_store
-from test_evaluate import write_checkpoint
+from test_evaluate import FAST, write_checkpoint
 
 
 def _numeric_keys(cls: type = Config, prefix: str = "") -> list[str]:
@@ -107,7 +108,7 @@ def test_numeric_option_out_of_range(argv, message, tmp_path, monkeypatch, capsy
 def evaluation_inputs(tmp_path_factory):
     """A small chip store and two untrained checkpoints (maml, pretrain) that `evaluate` accepts."""
     root = tmp_path_factory.mktemp("bad-evaluate")
-    store_path = make_store(root / "store", chip_size=32, parents_per_region=6)
+    store_path = make_store(root / "store", chip_size=32)
     store = ChipStore.open(store_path)
     runs = [write_checkpoint(root / f"{m}.pt", store, m, "classification") for m in ("maml", "pretrain")]
     return store_path, runs
@@ -145,3 +146,69 @@ def test_evaluate_out_on_a_file_is_one_line(out, evaluation_inputs, tmp_path, ca
         with pytest.raises(OutputExistsError, match="exists and is not a folder"):
             evaluate(store_path, runs, tmp_path / out, load_config("tiny"), shots=[1], tasks=2)
         assert [p.name for p in tmp_path.iterdir()] == ["taken.csv"] and _files(store_path) == before
+
+
+# --- results.csv: a row that does not parse exactly is dropped and recomputed ----------------------
+
+ROWS = [{"task": 0, "region": "r1", "method": "maml", "shots": 1, "accuracy": 0.7134375, "kappa": 0.61,
+         "macro_f1": 0.7},
+        {"task": 1, "region": "east, coast", "method": "rf", "shots": 1, "accuracy": 0.5, "kappa": 1 / 3,
+         "macro_f1": 0.45}]
+
+
+def _log(path: Path) -> str:
+    log = ResultsLog(path, "classification")
+    log.append(ROWS)
+    return path.read_text()
+
+
+def test_results_rows_read_back_exactly(tmp_path: Path):
+    _log(tmp_path / "results.csv")
+    rows = read_results_csv(tmp_path / "results.csv", "classification")
+    assert rows.attrs["dropped"] == 0 and rows.to_dict("records") == ROWS
+
+
+@pytest.mark.parametrize("damage", [
+    lambda text: text[: text.rindex("0.45") + 3],  # killed writer: last line cut inside a number
+    lambda text: text.rstrip("\n")[:-3],  # cut inside the checksum
+    lambda text: text.replace("0.7134375", "0.71"),  # a number shortened in place, checksum kept
+    lambda text: text.replace(",0.61,", ",0.62,"),  # an edited value
+    lambda text: text.replace('"east, coast"', '"east, co'),  # a quoted field cut off
+    lambda text: text + "garbage without commas\n",
+])
+def test_damaged_rows_are_dropped_and_recomputed(damage, tmp_path: Path):
+    path = tmp_path / "results.csv"
+    intact = _log(path)
+    path.write_text(damage(intact))
+    rows = read_results_csv(path, "classification")
+    assert rows.attrs["dropped"] >= 1 and all(r in ROWS for r in rows.to_dict("records"))
+    log = ResultsLog(path, "classification")  # resume: the damaged rows are gone from the file, to be redone
+    missing = [r for r in ROWS if not log.has(r["task"], r["method"], r["shots"])]
+    assert read_results_csv(path, "classification").attrs["dropped"] == 0
+    if missing:
+        log.append(missing)
+    assert sorted(path.read_text().splitlines()) == sorted(intact.splitlines())
+
+
+def test_rows_without_checksum_are_recomputed(tmp_path: Path):
+    path = tmp_path / "results.csv"
+    path.write_text("task,region,method,shots,accuracy,kappa,macro_f1\n0,r1,maml,1,0.71,0.61,0.7\n")  # older format
+    assert read_results_csv(path, "classification").attrs["dropped"] == 1
+    log = ResultsLog(path, "classification")
+    assert not log.has(0, "maml", 1) and path.read_text() == "task,region,method,shots,accuracy,kappa,macro_f1,crc\n"
+
+
+def test_cut_row_is_recomputed_by_evaluate_and_refused_by_report(evaluation_inputs, tmp_path: Path):
+    store_path, runs = evaluation_inputs
+    config = load_config("tiny", FAST)
+    out = evaluate(store_path, runs, tmp_path / "res", config, shots=[1], tasks=2)
+    intact = (out / "results.csv").read_text()
+    last = intact.splitlines()[-1].split(",")
+    number = next(f for f in last[4:-1] if len(f) > 4)
+    cut = intact.replace(",".join(last), ",".join(last).replace(number, number[:4], 1))
+    (out / "results.csv").write_text(cut)  # a row whose metric lost its last digits
+    with pytest.raises(DataError, match=r"1 row\(s\) do not parse exactly or fail their checksum"):
+        open_results(out)
+    evaluate(store_path, runs, out, config, shots=[1], tasks=2)  # resume recomputes that row only
+    assert sorted((out / "results.csv").read_text().splitlines()) == sorted(intact.splitlines())
+    assert open_results(out).results.attrs["dropped"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ from landmeta.data.store import ChipStore
 from landmeta.errors import DataError
 from landmeta.evaluation.baselines import random_forest
 from landmeta.evaluation.protocol import evaluate, to_rgb
+from landmeta.evaluation.results import read_results_csv, write_results_csv
 from landmeta.reporting.plots import segmentation_example
 from landmeta.reporting.report import write_report
 from store_factory import make_store
@@ -101,8 +103,13 @@ def test_bad_results_folder(results, tmp_path, capsys):
     assert len(err) == 1 and "meta.json: missing" in err[0]
     bad = tmp_path / "bad"
     shutil.copytree(results, bad)
-    csv = (bad / "results.csv").read_text().replace(",rf,", ",svm,")
-    (bad / "results.csv").write_text(csv)
+    csv = (bad / "results.csv").read_text()
+    (bad / "results.csv").write_text(csv.replace(",rf,", ",svm,"))  # an edit breaks the rows' checksums
+    with pytest.raises(DataError, match=r"results.csv: \d+ row\(s\) do not parse exactly or fail their checksum"):
+        write_report(bad, tmp_path / "r2")
+    kind = json.loads((bad / "meta.json").read_text())["kind"]
+    rows = read_results_csv(results / "results.csv", kind)
+    write_results_csv(bad / "results.csv", rows.assign(method=rows["method"].replace("rf", "svm")), kind)
     with pytest.raises(DataError, match=r"results.csv: methods \['svm'\] are not described"):
         write_report(bad, tmp_path / "r2")
     assert not (tmp_path / "r2").exists()

@@ -2,7 +2,8 @@
 evaluation resumes, then `summary.csv` (mean ± 95% CI), `tests.csv` (paired tests) and `meta.json`.
 
 Files:
-- `results.csv`: task, region, method, shots, then the metric columns of the task kind;
+- `results.csv`: task, region, method, shots, then the metric columns of the task kind, then `crc`
+  (CRC-32 of the row's other fields: a row cut short or edited is left out and recomputed on resume);
 - `summary.csv`: method, shots, metric, mean, ci (95% half-width), n;
 - `tests.csv`: reference − method per shots and metric (see `stats.paired_tests`);
 - `meta.json`: `format: landmeta-results`, kind, store, split, shots, methods, reference, metrics,
@@ -12,8 +13,11 @@ Files:
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,8 @@ from landmeta.io import atomic_path, atomic_write_json, atomic_write_text
 
 FORMAT = "landmeta-results"
 KEY_COLUMNS = ["task", "region", "method", "shots"]
+CHECK_COLUMN = "crc"  # last column of results.csv: CRC-32 (hex) of the row's other fields
+CHECK_SEPARATOR = "\x1f"  # joins the fields for the checksum (never inside a field of ours)
 
 
 def check_results_folder(out: Path) -> None:
@@ -51,19 +57,19 @@ class ResultsLog:
         self.path = path
         self.columns = result_columns(kind)
         self.done: set[tuple[int, str, int]] = set()
-        if path.exists():
-            rows = read_results_csv(path, kind)
+        rows = read_results_csv(path, kind) if path.exists() else None
+        if rows is not None:
             self.done = {(int(t), m, int(s)) for t, m, s in zip(rows["task"], rows["method"], rows["shots"])}
-            atomic_write_text(path, rows.to_csv(index=False))  # drops a row cut short by an interruption
-        else:
-            atomic_write_text(path, ",".join(self.columns) + "\n")
+        # rewritten without the rows that fail their checksum (cut short by an interruption, edited, or
+        # written before checksums), which are then computed again
+        write_results_csv(path, rows, kind)
 
     def has(self, task: int, method: str, shots: int) -> bool:
         return (task, method, shots) in self.done
 
     def append(self, rows: list[dict[str, Any]]) -> None:
         """Write complete rows in one write, flushed to disk."""
-        text = pd.DataFrame(rows, columns=self.columns).to_csv(index=False, header=False)
+        text = _format_rows(rows, self.columns)
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -71,18 +77,88 @@ class ResultsLog:
         self.done.update((int(r["task"]), r["method"], int(r["shots"])) for r in rows)
 
 
-def read_results_csv(path: Path, kind: str) -> pd.DataFrame:
-    """The per-task table; DataError if columns are missing. Incomplete rows (a cut-off line) are dropped."""
+def _fields(row: dict[str, Any], columns: list[str]) -> list[str]:
+    """A row's fields as text: ints, strings, and floats at full precision (they read back exactly)."""
+    text = {"task": str(int(row["task"])), "region": str(row["region"]), "method": str(row["method"]),
+            "shots": str(int(row["shots"]))}
+    return [text[c] if c in text else repr(float(row[c])) for c in columns]
+
+
+def _checksum(fields: list[str]) -> str:
+    """CRC-32 of a row's fields (as hex), the last field of every row of results.csv."""
+    return f"{zlib.crc32(CHECK_SEPARATOR.join(fields).encode('utf-8')):08x}"
+
+
+def _format_rows(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """CSV lines of `rows`, each ending with its checksum."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for row in rows:
+        fields = _fields(row, columns)
+        writer.writerow(fields + [_checksum(fields)])
+    return buffer.getvalue()
+
+
+def write_results_csv(path: Path, rows: pd.DataFrame | None, kind: str) -> None:
+    """Write `rows` (or only the header) as results.csv, each row with its checksum, atomically."""
+    columns = result_columns(kind)
+    records = [] if rows is None else rows.to_dict("records")
+    atomic_write_text(path, ",".join(columns + [CHECK_COLUMN]) + "\n" + _format_rows(records, columns))
+
+
+def _parse_record(record: list[str], columns: list[str]) -> dict[str, Any] | None:
+    """The row of a CSV record holding exactly the columns and a matching checksum; None otherwise."""
+    if len(record) != len(columns) + 1 or record[-1] != _checksum(record[:-1]):
+        return None
+    row: dict[str, Any] = dict(zip(columns, record[:-1]))
     try:
-        rows = pd.read_csv(path, dtype={"region": str, "method": str}, keep_default_na=False, na_values=[""])
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        for c in columns:
+            if c in ("task", "shots"):
+                row[c] = int(row[c])
+            elif c not in ("region", "method"):
+                row[c] = float(row[c])
+    except ValueError:
+        return None
+    return row
+
+
+def read_results_csv(path: Path, kind: str) -> pd.DataFrame:
+    """The per-task table; DataError if unreadable or columns are missing. Rows that do not parse exactly
+    or fail their checksum (cut short, edited, or written before checksums) are left out and counted in
+    `attrs["dropped"]`."""
+    columns = result_columns(kind)
+    kept, dropped = [], 0
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            records = csv.reader(fh)
+            header = next(records, None)
+            if header is None:
+                raise DataError(f"{path}: empty, not a results CSV")
+            missing = [c for c in columns if c not in header]
+            if missing:
+                raise DataError(f"{path}: missing columns {missing} for {kind} results")
+            signed = header == columns + [CHECK_COLUMN]
+            while True:
+                try:
+                    record = next(records)
+                except StopIteration:
+                    break
+                except csv.Error:  # e.g. a quoted field cut off by an interruption: nothing after it is whole
+                    dropped += 1
+                    break
+                if not record:
+                    continue
+                row = _parse_record(record, columns) if signed else None
+                if row is None:
+                    dropped += 1
+                else:
+                    kept.append(row)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: not a readable results CSV ({exc})") from exc
-    missing = [c for c in result_columns(kind) if c not in rows.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing} for {kind} results")
-    rows = rows.dropna(subset=result_columns(kind)).copy()
-    rows["task"] = rows["task"].astype(int)
-    rows["shots"] = rows["shots"].astype(int)
+    rows = pd.DataFrame(kept, columns=columns)
+    rows = rows.astype({c: int if c in ("task", "shots") else str if c in ("region", "method") else float
+                        for c in columns})
+    rows.attrs["dropped"] = dropped
     return rows
 
 
@@ -137,6 +213,10 @@ def open_results(path: str | Path) -> Results:
         raise DataError(f"{path}: no results folder here (run `landmeta evaluate` first)")
     meta = read_meta(path / "meta.json")
     results = read_results_csv(path / "results.csv", meta["kind"])
+    if results.attrs["dropped"]:
+        raise DataError(f"{path / 'results.csv'}: {results.attrs['dropped']} row(s) do not parse exactly or fail "
+                        "their checksum (cut short, edited, or written before checksums); run the same "
+                        "`landmeta evaluate` command again to recompute them")
     if results.empty:
         raise DataError(f"{path / 'results.csv'}: no result rows")
     unknown = sorted(set(results["method"]) - set(meta.get("methods", {})))
