@@ -107,6 +107,25 @@ def test_folder_float_tiles_nodata_in_any_band_and_inf(tmp_path):
     assert any(str(bad) in w for w in m["warnings"])
 
 
+# --- one odd SEN12MS patch never decides the grid -----------------------------------------------
+
+@pytest.mark.parametrize("odd", ["lc", "all"])
+def test_an_odd_first_patch_is_skipped_and_named_not_the_whole_dataset(tmp_path, odd):
+    """The first patch's lc file (or its whole triplet) is 32² while the others are 64²: only it is lost."""
+    root = sen12ms_dataset(tmp_path / "raw", scenes=(1, 2))
+    first = {k: root / f"ROIs1158_spring/{k}_1/ROIs1158_spring_{k}_1_p1.tif" for k in ("s1", "s2", "lc")}
+    for kind in (["lc"] if odd == "lc" else ["s1", "s2", "lc"]):
+        pixels, transform = read(first[kind])
+        write_tif(first[kind], np.ascontiguousarray(pixels[:, :32, :32]), transform=transform)
+    out = run("sen12ms", root, tmp_path / "store")
+    m = manifest(out)
+    assert m["num_chips"] == 7 * 4 and m["counts"]["inputs_skipped"] == 1
+    skipped = m["skipped"][0]
+    assert str(first["lc"]) in skipped["file"] + skipped["reason"]
+    assert "patch is 32x32, the dataset's patches are 64x64" in skipped["reason"]
+    assert "ROIs1158_spring_1_p1" not in set(pd.read_csv(out / "chips.csv")["parent"])
+
+
 # --- unknown IGBP values ------------------------------------------------------------------------
 
 def test_unknown_igbp_values_are_ignored_and_counted(tmp_path, capsys):

@@ -177,7 +177,7 @@ def test_normalisation_statistics_leave_out_nodata_pixels(tmp_path, downsample):
 
 @pytest.mark.parametrize("damage, reason", [
     ("wrong_band_count", "S2 file has 10 bands, expected 13"),
-    ("grid", "patch is 48x48, the first patch is 64x64"),
+    ("grid", "patch is 48x48, the dataset's patches are 64x64 (the most common size)"),
     ("origin", "disagrees with the lc file's"),
     ("no_lc", "patch has no lc file"),
     ("truncated", "truncated or corrupt"),

@@ -20,7 +20,7 @@ from landmeta.errors import DataError
 class TileRef:
     """One input tile (a SEN12MS patch, a DeepGlobe image, a file of a folder), before reading.
 
-    `height` and `width` come from the headers (SEN12MS: the first patch's, checked on load).
+    `height` and `width` come from the headers (SEN12MS: the most common patch size, checked on load).
     """
 
     tile: str  # id of the tile; chips cut from it share it as `parent`

@@ -7,6 +7,7 @@ A region is a (season, scene) pair, e.g. `ROIs1158_spring_7`; a tile is a 256² 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ SEASON_DIR = re.compile(r"^ROIs\d+_[a-z]+$")
 PATCH_FILE = re.compile(r"^(ROIs\d+_[a-z]+)_(s1|s2|lc)_(\d+)_p(\d+)\.tif$")
 EXPECTED_COUNT = {"s1": 2, "s2": 13, "lc": 4}
 DEFAULT_CHIP = 128
+SIZE_SAMPLE = 64  # lc headers read to find the patch size (the most common one)
 IGBP_FIRST, IGBP_LAST = 1, 17  # the IGBP classes of the lc files' first band
 
 
@@ -40,9 +42,10 @@ def parse_bands(bands: list[str] | None) -> list[str]:
 
 
 def scan(root: Path, options: Any, skips: Skips) -> Scan:
-    """Pair s1/s2/lc files by name; the first complete patch's header gives the patch size.
+    """Pair s1/s2/lc files by name; the patch size is the most common among a sample of lc headers.
 
-    Band counts and matching grids are checked as each patch is read (one open per file).
+    Band counts, sizes and matching grids are checked as each patch is read (one open per file): a
+    patch of another size is skipped and named, it never sets the size of the others.
     """
     bands = parse_bands(options.bands)
     needed = [k for k, names in (("s1", S1_BANDS), ("s2", S2_BANDS)) if set(bands) & set(names)] + ["lc"]
@@ -56,15 +59,18 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
             if match and match.group(1) == season.name and path.parent.name == f"{match.group(2)}_{match.group(3)}":
                 key = (season.name, int(match.group(3)), int(match.group(4)))
                 found.setdefault(key, {})[match.group(2)] = path
-    tiles = []
-    size: tuple[int, int] | None = None
-    for (season, scene, patch), paths in sorted(found.items()):
-        main = paths.get("s2") or paths.get("s1") or paths["lc"]
+    complete = []
+    for key, paths in sorted(found.items()):
         missing = [k for k in needed if k not in paths]
         if missing:
-            skips.add(main, f"patch has no {' / '.join(missing)} file")
+            skips.add(paths.get("s2") or paths.get("s1") or paths["lc"], f"patch has no {' / '.join(missing)} file")
             continue
-        if size is None:
+        complete.append((key, paths))
+    tiles = []
+    size = _patch_size([paths["lc"] for _, paths in complete])
+    for (season, scene, patch), paths in complete:
+        main = paths.get("s2") or paths.get("s1") or paths["lc"]
+        if size is None:  # no sampled lc header could be read: the first readable one
             try:
                 head = read_header(paths["lc"])
             except DataError as exc:
@@ -78,6 +84,20 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     return Scan(bands=bands, class_names=list(SIMPLIFIED_CLASSES), class_colors=list(SIMPLIFIED_COLORS),
                 kinds=["classification", "segmentation"], tiles=tiles, chip_size=chip,
                 load=partial(load, bands=bands))
+
+
+def _patch_size(lcs: list[Path]) -> tuple[int, int] | None:
+    """The most common (height, width) among the lc headers of up to SIZE_SAMPLE patches spread evenly
+    over the dataset (a tie: the larger); None if none of them can be read."""
+    picks = np.unique(np.linspace(0, len(lcs) - 1, min(len(lcs), SIZE_SAMPLE)).round().astype(int))
+    sizes: Counter = Counter()
+    for i in picks:
+        try:
+            head = read_header(lcs[i])
+        except DataError:  # named when the patch is read
+            continue
+        sizes[(head["height"], head["width"])] += 1
+    return max(sizes, key=lambda hw: (sizes[hw], hw[0] * hw[1])) if sizes else None
 
 
 _IGBP = igbp_lookup()
@@ -127,8 +147,8 @@ def _check(path: Path, kind: str, head: dict, ref: TileRef, lc: dict) -> None:
     if head["count"] != EXPECTED_COUNT[kind]:
         raise DataError(f"{path}: {kind.upper()} file has {head['count']} bands, expected {EXPECTED_COUNT[kind]}")
     if (head["height"], head["width"]) != (ref.height, ref.width):
-        raise DataError(f"{path}: patch is {head['width']}x{head['height']}, the first patch is "
-                        f"{ref.width}x{ref.height}")
+        raise DataError(f"{path}: patch is {head['width']}x{head['height']}, the dataset's patches are "
+                        f"{ref.width}x{ref.height} (the most common size)")
     if head["crs"] != lc["crs"] or not head["transform"].almost_equals(lc["transform"], precision=1e-3):
         raise DataError(f"{path}: grid ({head['crs']}, origin {head['transform'].c:.1f}, {head['transform'].f:.1f}) "
                         f"disagrees with the lc file's ({lc['crs']}, origin {lc['transform'].c:.1f}, "
