@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
+from PIL import Image
 
+from inference_factory import class_field, make_checkpoint, reflectance, write_geotiff
 from landmeta.cli import main
 from landmeta.config import BOUNDS, Config, load_config
 from landmeta.data.store import ChipStore
 from landmeta.errors import ConfigError, DataError, OutputExistsError, TaskError
 from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import ResultsLog, open_results, read_results_csv
+from landmeta.reporting.maps import gain_map
+from landmeta.reporting.plots import classification_example, segmentation_example, shot_curves
+from landmeta.reporting.text import mpl_text
 from store_factory import make_store
 from test_evaluate import FAST, write_checkpoint
 
@@ -212,3 +220,49 @@ def test_cut_row_is_recomputed_by_evaluate_and_refused_by_report(evaluation_inpu
     evaluate(store_path, runs, out, config, shots=[1], tasks=2)  # resume recomputes that row only
     assert sorted((out / "results.csv").read_text().splitlines()) == sorted(intact.splitlines())
     assert open_results(out).results.attrs["dropped"] == 0
+
+
+# --- names with matplotlib's mathtext characters are drawn literally ----------------------------
+
+ODD = ["p$\\q{$", "$x^$ & co", "a\\$b$c"]  # each would be parsed as (broken) mathtext
+
+
+def test_mpl_text_shows_names_literally():
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    for name in ODD + ["plain", "cost $5"]:
+        fig = Figure()
+        title = fig.add_subplot().set_title(mpl_text(name))
+        fig.canvas.draw()  # raises on a mathtext error
+        assert title._preprocess_math(title.get_text()) == (name, False)
+
+
+def test_predict_preview_with_odd_class_and_scene_names(tmp_path, capsys):
+    model = make_checkpoint(tmp_path / "odd.pt", class_names=ODD)
+    scene = write_geotiff(tmp_path / "sc$\\q{$.tif", reflectance(class_field(96, 96), 4))
+    code = main(["predict", "--model", str(model), "--input", str(scene), "--out", str(tmp_path / "maps"),
+                 "--window", "64"])
+    assert code == 0, capsys.readouterr().err
+    legend = json.loads((tmp_path / "maps" / "sc$\\q{$_legend.json").read_text())
+    assert [c["name"] for c in legend["classes"]] == ODD  # files keep the names as they are
+    assert Image.open(tmp_path / "maps" / "sc$\\q{$_preview.png").size[0] > 0
+
+
+def test_report_figures_with_odd_class_region_and_method_names(tmp_path):
+    colors = np.array([(0, 153, 0), (194, 79, 68), (28, 13, 255)], dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (2, 8, 8, 3), dtype=np.uint8)
+    seg = {"task": 0, "region": "r$\\x{$", "shots": 1, "support_rgb": rgb[:1], "query_rgb": rgb,
+           "support_y": rng.integers(0, 3, (1, 8, 8)), "query_y": rng.integers(0, 3, (2, 8, 8)),
+           "predictions": {"m$\\y{$": rng.integers(0, 3, (2, 8, 8))}}
+    assert segmentation_example(seg, ODD, colors, tmp_path / "seg.png").stat().st_size > 0
+    cls = seg | {"support_y": np.array([0]), "query_y": np.array([1, 2]),
+                 "predictions": {"m$\\y{$": np.array([1, 0])}}
+    assert classification_example(cls, ODD, colors, tmp_path / "cls.png").stat().st_size > 0
+    summary = pd.DataFrame({"method": ["m$\\y{$"] * 2, "shots": [1, 2], "metric": ["accuracy"] * 2,
+                            "mean": [0.5, 0.6], "ci": [0.1, 0.1], "n": [3, 3]})
+    assert shot_curves(summary, "accuracy", ["m$\\y{$"], tmp_path / "curve.png").stat().st_size > 0
+    gain = pd.DataFrame({"region": ["r$\\x{$", "$east^$"], "gain": [0.1, -0.2], "tasks": [2, 2],
+                         "lon": [10.0, 120.0], "lat": [45.0, -30.0]})
+    assert gain_map(gain, tmp_path / "map.png", "m$\\y{$", "$b^$", "accuracy").stat().st_size > 0

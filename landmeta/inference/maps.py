@@ -143,6 +143,8 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from landmeta.reporting.text import mpl_text
+
     with rasterio.open(cls_path) as src:
         factor = max(1, int(np.ceil(max(src.height, src.width) / PREVIEW_SIDE)))
         shape = (max(1, src.height // factor), max(1, src.width // factor))
@@ -152,13 +154,13 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     palette[:len(legend.colors), 3] = 255
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
     axes[0].imshow(_stretch(scene.overview(PREVIEW_SIDE, natural_colour_bands(scene.bands))))
-    axes[0].set_title(f"{scene.name} (input)")
+    axes[0].set_title(f"{mpl_text(scene.name)} (input)")
     axes[1].imshow(palette[classes], interpolation="nearest")
     axes[1].set_title("predicted classes")
     for ax in axes:
         ax.set_axis_off()
     present = [int(c) for c in np.unique(classes) if c < len(legend.names)]
-    handles = [Patch(facecolor=np.array(legend.colors[c]) / 255, edgecolor="black", label=legend.names[c])
+    handles = [Patch(facecolor=np.array(legend.colors[c]) / 255, edgecolor="black", label=mpl_text(legend.names[c]))
                for c in present]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)

@@ -10,6 +10,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from landmeta.reporting.plots import save_figure
+from landmeta.reporting.text import mpl_text
 
 
 def region_gain(results: pd.DataFrame, regions: pd.DataFrame, reference: str, baseline: str,
@@ -60,10 +61,11 @@ def gain_map(gain: pd.DataFrame, path: Path, reference: str, baseline: str, metr
     if len(located) <= 40:
         for row in located.itertuples():
             east = row.lon > 90  # labels of eastern points go to their left, inside the frame
-            ax.annotate(str(row.region), (row.lon, row.lat), fontsize=6, xytext=(-4 if east else 4, 4),
+            ax.annotate(mpl_text(row.region), (row.lon, row.lat), fontsize=6, xytext=(-4 if east else 4, 4),
                         textcoords="offset points", ha="right" if east else "left")
-    fig.colorbar(points, ax=ax, shrink=0.8, label=f"{metric}: {reference} − {baseline}")
+    fig.colorbar(points, ax=ax, shrink=0.8, label=mpl_text(f"{metric}: {reference} − {baseline}"))
     ax.set_xlabel("longitude (°)")
     ax.set_ylabel("latitude (°)")
-    ax.set_title(f"held-out regions: gain of {reference} over {baseline} (mean over tasks, shots ≥ 1)", fontsize=9)
+    ax.set_title(mpl_text(f"held-out regions: gain of {reference} over {baseline} (mean over tasks, shots ≥ 1)"),
+                 fontsize=9)
     return save_figure(fig, path)

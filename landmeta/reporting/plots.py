@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from landmeta.io import atomic_path
+from landmeta.reporting.text import mpl_text
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -28,7 +29,7 @@ def shot_curves(summary: pd.DataFrame, metric: str, methods: list[str], path: Pa
         if r.empty:
             continue
         x, m, ci = r["shots"].to_numpy(), r["mean"].to_numpy(), np.nan_to_num(r["ci"].to_numpy())
-        line, = ax.plot(x, m, marker="o", label=method)
+        line, = ax.plot(x, m, marker="o", label=mpl_text(method))
         ax.fill_between(x, m - ci, m + ci, color=line.get_color(), alpha=0.18, linewidth=0)
     shots = sorted(rows["shots"].unique())
     ax.set_xticks(shots)
@@ -41,7 +42,7 @@ def shot_curves(summary: pd.DataFrame, metric: str, methods: list[str], path: Pa
 
 
 def _legend(fig: Figure, class_ids: list[int], names: list[str], colors: np.ndarray) -> None:
-    handles = [Patch(facecolor=colors[c] / 255.0, edgecolor="k", label=names[c]) for c in class_ids]
+    handles = [Patch(facecolor=colors[c] / 255.0, edgecolor="k", label=mpl_text(names[c])) for c in class_ids]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, -0.02))
 
@@ -75,11 +76,11 @@ def segmentation_example(ex: dict, names: list[str], colors: np.ndarray, path: P
             ax.imshow(img, interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
             if i == 0:
-                ax.set_title(label, fontsize=8)
+                ax.set_title(mpl_text(label), fontsize=8)
     present = sorted({int(c) for c in np.unique(ex["query_y"][:n]) if c != ignore_index} |
                      {int(c) for m in methods for c in np.unique(ex["predictions"][m][:n]) if c != ignore_index})
     _legend(fig, present, names, colors)
-    fig.suptitle(f"region {ex['region']} — {ex['shots']}-shot task {ex['task']}", fontsize=9)
+    fig.suptitle(f"region {mpl_text(ex['region'])} — {ex['shots']}-shot task {ex['task']}", fontsize=9)
     return save_figure(fig, path)
 
 
@@ -120,9 +121,9 @@ def classification_example(ex: dict, names: list[str], colors: np.ndarray, path:
         for c in range(n):
             if labels[r, c] != truth[c]:
                 ax.text(c, r, "×", ha="center", va="center", fontsize=11, color="k")
-    ax.set_yticks(range(labels.shape[0]), ["ground truth"] + methods, fontsize=8)
+    ax.set_yticks(range(labels.shape[0]), ["ground truth"] + [mpl_text(m) for m in methods], fontsize=8)
     ax.set_xticks([])
     _legend(fig, sorted({int(c) for c in labels.ravel()} | {int(c) for c in np.asarray(ex["support_y"][:k])}),
             names, colors)
-    fig.suptitle(f"region {ex['region']} — {ex['shots']}-shot task {ex['task']}", fontsize=9)
+    fig.suptitle(f"region {mpl_text(ex['region'])} — {ex['shots']}-shot task {ex['task']}", fontsize=9)
     return save_figure(fig, path)
