@@ -19,6 +19,7 @@ import rasterio
 
 from landmeta.cli import main
 from landmeta.data.preprocess import PreprocessOptions, preprocess
+from landmeta.errors import DataError
 from preprocess_inputs import sen12ms_dataset, write_tif
 
 SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall")
@@ -241,3 +242,45 @@ def test_die_with_parent_ends_a_worker_whose_parent_was_killed(tmp_path, how, st
         proc.wait()
         if _alive(worker):
             os.kill(worker, signal.SIGKILL)
+
+
+# --- duplicate lines in split files, hold-out lists and class maps -------------------------------
+
+def test_duplicate_split_and_holdout_lines_are_errors_naming_file_and_line(tmp_path, capsys):
+    root = sen12ms_dataset(tmp_path / "raw", seasons=SEASONS[:3], scenes=(1,), patches=(1,))
+    regions = [f"{s}_1" for s in SEASONS]
+    split = tmp_path / "split.csv"
+    split.write_text(f"# regions\n{regions[0]},train\n{regions[1]},val\n\n{regions[2]},test\n{regions[1]},val\n")
+    with pytest.raises(DataError, match=rf"split.csv: line 6: '{regions[1]},val' lists region '{regions[1]}' "
+                                        rf"again \(first on line 3\)"):
+        run("sen12ms", root, tmp_path / "a", split_file=split)
+    split.write_text(f"{regions[0]},train\n{regions[1]},val\n{regions[2]},test\n{regions[0]},test\n")  # conflicting
+    with pytest.raises(DataError, match=rf"line 4: '{regions[0]},test' lists region '{regions[0]}' again"):
+        run("sen12ms", root, tmp_path / "a", split_file=split)
+    holdout = tmp_path / "holdout.txt"
+    holdout.write_text(f"{regions[2]}\n# again:\n{regions[2]}\n")
+    assert main(["preprocess", "sen12ms", "--root", str(root), "--out", str(tmp_path / "b"), "--chip-size", "32",
+                 "--holdout", str(holdout), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"holdout.txt: line 3: '{regions[2]}' lists region '{regions[2]}' again" in err[0]
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_duplicate_class_map_names_and_colours_are_errors(tmp_path, capsys):
+    from landmeta.data.folder import read_class_map
+    root = tmp_path / "raw"
+    for region in ("a", "b", "c"):
+        write_tif(root / region / "images" / "t.tif", np.zeros((1, 32, 32), np.float32))
+        write_tif(root / region / "masks" / "t.tif", np.zeros((1, 32, 32), np.uint8))
+    cmap = tmp_path / "classes.csv"
+    cmap.write_text("water,0\n# comment\nforest,1\nwater,2\n")
+    assert main(["preprocess", "folder", "--root", str(root), "--out", str(tmp_path / "s"), "--class-map", str(cmap),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "classes.csv: class name 'water' is given twice (ids 0 and 2)" in err[0]
+    assert not (tmp_path / "s").exists()
+    cmap.write_text("water,0,0,0,255\nforest,1,0,128,0\nlake,2,0,0,255\n")  # any class map: one colour, one id
+    with pytest.raises(DataError, match=r"classes.csv: line 3: colour \(0, 0, 255\) of 'lake' is already that of 'water'"):
+        read_class_map(cmap)
+    cmap.write_text("ignore,0\nForest,1\nForest,2\n")  # a support's map may merge ids into one class
+    assert read_class_map(cmap)[0] == ["ignore", "Forest", "Forest"]

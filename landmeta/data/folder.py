@@ -28,12 +28,13 @@ GEOTIFF = {".tif", ".tiff"}
 def read_class_map(path: Path) -> tuple[list[str], dict[tuple[int, int, int], int]]:
     """(class names by id, RGB colour -> id) from a `name,id[,R,G,B]` file."""
     try:
-        lines = [l.strip() for l in Path(path).read_text().splitlines() if l.strip() and not l.startswith("#")]
+        lines = [(n, l.strip()) for n, l in enumerate(Path(path).read_text().splitlines(), 1)
+                 if l.strip() and not l.strip().startswith("#")]
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read class map ({exc.__class__.__name__})") from exc
     names: dict[int, str] = {}
     colours: dict[tuple[int, int, int], int] = {}
-    for number, line in enumerate(lines, 1):
+    for number, line in lines:
         parts = [p.strip() for p in line.split(",")]
         try:
             cid = int(parts[1])
@@ -43,12 +44,26 @@ def read_class_map(path: Path) -> tuple[list[str], dict[tuple[int, int, int], in
         if len(parts) not in (2, 5) or not 0 <= cid < 255 or cid in names:
             raise DataError(f"{path}: line {number}: expected 'name,id' or 'name,id,R,G,B' with a new id "
                             f"in 0..254, got {line!r}")
+        if rgb in colours:
+            raise DataError(f"{path}: line {number}: colour {rgb} of {parts[0]!r} is already that of "
+                            f"{names[colours[rgb]]!r}; give each colour once")
         names[cid] = parts[0]
         if rgb:
             colours[rgb] = cid
     if sorted(names) != list(range(len(names))):
         raise DataError(f"{path}: class ids must be 0..{len(names) - 1} without gaps, got {sorted(names)}")
     return [names[i] for i in range(len(names))], colours
+
+
+def _check_unique_names(path: Path, names: list[str]) -> None:
+    """DataError naming the class map and the first class name given to two ids (a store's classes
+    are named once; a support's class map, read by landmeta.inference, may map several ids to one)."""
+    seen: dict[str, int] = {}
+    for cid, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{path}: class name {name!r} is given twice (ids {seen[name]} and {cid}); "
+                            f"name each class once")
+        seen[name] = cid
 
 
 def _tile_inputs(folder: Path) -> list[Path]:
@@ -94,6 +109,7 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
         raise DataError(f"{root}: no region folders found (expected <root>/<region>/...)")
     segmentation = any((r / "images").is_dir() for r in regions)
     names, colours = read_class_map(options.class_map) if options.class_map else ([], {})
+    _check_unique_names(options.class_map, names)
     mapped = len(names)  # mask ids must be below this when a class map is given
     candidates: list[tuple[Path, str, int, Path | None]] = []  # (input, region, label, mask)
     if segmentation:

@@ -32,24 +32,44 @@ def random_split(regions: list[str], seed: int) -> dict[str, str]:
     return out
 
 
-def _lines(path: Path) -> list[str]:
+def _lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, stripped text) of the lines that are neither blank nor `#` comments."""
     try:
         text = Path(path).read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot read ({exc.__class__.__name__})") from exc
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
+            if line.strip() and not line.strip().startswith("#")]
+
+
+def _check_once(path: Path, seen: dict[str, int], region: str, number: int, line: str) -> None:
+    """DataError naming the file and the line if `region` was already listed (`seen`: region -> line)."""
+    if region in seen:
+        raise DataError(f"{path}: line {number}: {line!r} lists region {region!r} again (first on line "
+                        f"{seen[region]}); list each region once")
+    seen[region] = number
 
 
 def read_split_file(path: Path) -> dict[str, str]:
-    """Lines `region,split` with split in train, val, test."""
-    out = {}
-    for number, line in enumerate(_lines(path), 1):
+    """Lines `region,split` with split in train, val, test; each region once."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for number, line in _lines(path):
         parts = [p.strip() for p in line.split(",")]
         if len(parts) != 2 or parts[1] not in SPLITS:
             raise DataError(f"{path}: line {number}: expected 'region,split' with split in "
                             f"{list(SPLITS)}, got {line!r}")
+        _check_once(path, seen, parts[0], number, line)
         out[parts[0]] = parts[1]
     return out
+
+
+def read_holdout(path: Path) -> set[str]:
+    """One test region per line (`#` comments allowed); each region once."""
+    seen: dict[str, int] = {}
+    for number, line in _lines(path):
+        _check_once(path, seen, line, number, line)
+    return set(seen)
 
 
 def assign_splits(regions: list[str], seed: int, split_file: Path | None = None,
@@ -72,7 +92,7 @@ def assign_splits(regions: list[str], seed: int, split_file: Path | None = None,
             warnings.append(f"{split_file}: {len(extra)} listed regions not in the data, e.g. {extra[:3]}")
         return {r: given[r] for r in regions}, warnings
     if holdout is not None:
-        test = set(_lines(holdout))
+        test = read_holdout(holdout)
         extra = sorted(test - set(regions))
         if extra:
             warnings.append(f"{holdout}: {len(extra)} hold-out regions not in the data, e.g. {extra[:3]}")
