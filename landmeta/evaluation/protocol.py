@@ -32,7 +32,7 @@ from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random
 from landmeta.evaluation.metrics import metric_names, task_metrics
 from landmeta.evaluation.results import (ResultsLog, check_results_folder, read_meta, read_results_csv,
                                          write_examples, write_meta, write_summaries)
-from landmeta.io import provenance
+from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
 from landmeta.meta.maml import MAML_METHODS
@@ -324,9 +324,16 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
              workers: int | None = None, overwrite: bool = False, progress: bool = False) -> Path:
     """Evaluate every method on the saved tasks of `split` and write the results folder `out`.
 
-    A folder left by an interrupted run with the same settings is resumed from its rows.
+    A folder left by an interrupted run with the same settings is resumed from its rows; the whole
+    evaluation holds `out`'s write lock.
     """
-    out = Path(out)
+    with output_lock(out):
+        return _evaluate(store_path, runs, Path(out), config, split, shots, tasks, workers, overwrite, progress)
+
+
+def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config: Config, split: str,
+              shots: list[int] | None, tasks: int | None, workers: int | None, overwrite: bool,
+              progress: bool) -> Path:
     check_results_folder(out)
     store = ChipStore.open(store_path)
     checkpoints = [str(resolve_checkpoint(r).resolve()) for r in runs]
