@@ -28,6 +28,8 @@ class DataConfig:
     bands: list[str] | None = None  # band names to use; None = all bands of the store
     chip_size: int | None = None  # resize chips to this size; None = the store's size
     augment: bool = True  # flips and 90-degree rotations on support/query chips
+    photometric: float = 0.0  # with augment: brightness, contrast and per-band shifts of this strength
+    crop_scale: float = 1.0  # with augment: random square crops of this to 1 times the side, resized back
 
 
 @dataclass
@@ -164,6 +166,8 @@ SEED = Bound(0, 2**32 - 1)  # what numpy's seeding accepts
 BOUNDS: dict[str, Bound] = {
     "seed": SEED,
     "data.chip_size": AT_LEAST_ONE,
+    "data.photometric": Bound(0, 1),
+    "data.crop_scale": Bound(0, 1, above=True),
     "task.n_way": Bound(2),
     "task.k_shot": AT_LEAST_ONE,
     "task.q_query": AT_LEAST_ONE,

@@ -166,3 +166,29 @@ def test_prepared_chips_are_cached_within_budget(store: ChipStore):
     x, _ = small.chip_tensors(idx, "classification")
     assert len(small._cache) == 2 and torch.equal(x, plain)  # full: the rest is prepared, not kept
     assert cached.chip_tensors(np.array([], dtype=np.int64), "classification")[0].shape == (0, len(BANDS), 16, 16)
+
+
+def test_random_crops_keep_image_and_mask_aligned_and_are_seeded():
+    """A chip whose pixels carry their mask's class: after cropping both still agree."""
+    from landmeta.data.transforms import random_crops
+    mask = torch.from_numpy(np.kron(np.arange(16).reshape(4, 4), np.ones((8, 8), dtype=np.int64)))[None].repeat(3, 1, 1)
+    image = mask[:, None].float().repeat(1, 2, 1, 1)
+    x1, m1 = random_crops(image, mask, 0.5, np.random.default_rng(3))
+    x2, m2 = random_crops(image, mask, 0.5, np.random.default_rng(3))
+    assert torch.equal(x1, x2) and torch.equal(m1, m2) and x1.shape == image.shape and m1.shape == mask.shape
+    assert not torch.equal(m1, mask)  # something was cropped
+    inside = (x1[:, 0] - x1[:, 0].round()).abs() < 1e-6  # pixels away from the bilinear class edges
+    assert torch.equal(x1[:, 0][inside].long(), m1[inside])
+    assert set(m1.unique().tolist()) <= set(range(16))
+
+
+def test_photometric_jitter_is_seeded_bounded_and_off_at_zero():
+    from landmeta.data.transforms import photometric_jitter
+    x = torch.randn(6, 3, 16, 16)
+    assert torch.allclose(photometric_jitter(x, 0.0, np.random.default_rng(0)), x)
+    a = photometric_jitter(x, 0.3, np.random.default_rng(1))
+    assert torch.equal(a, photometric_jitter(x, 0.3, np.random.default_rng(1)))
+    shift = (a.mean(dim=(2, 3)) - x.mean(dim=(2, 3))).abs()
+    assert shift.max() <= 0.3 * 1.5 + 1e-5 and shift.max() > 0
+    ratio = a.std(dim=(2, 3)) / x.std(dim=(2, 3))
+    assert ((ratio >= 0.7 - 1e-5) & (ratio <= 1.3 + 1e-5)).all()

@@ -52,7 +52,8 @@ class BatchMaker:
     """
 
     def __init__(self, store: ChipStore, bands: list[str] | None = None, chip_size: int | None = None,
-                 augment: bool = False, cache_mb: float = CACHE_MB) -> None:
+                 augment: bool = False, cache_mb: float = CACHE_MB, photometric: float = 0.0,
+                 crop_scale: float = 1.0) -> None:
         self.store = store
         self.bands = list(store.bands) if bands is None else list(bands)
         unknown = [b for b in self.bands if b not in store.bands]
@@ -67,6 +68,8 @@ class BatchMaker:
         self.mean = store.mean[self.band_idx]
         self.std = store.std[self.band_idx]
         self.augment = augment
+        self.photometric = photometric
+        self.crop_scale = crop_scale
         self._d4 = A.D4(p=1.0)
         self._perms: dict[tuple[int, int], Tensor] = {}
         self._cache: dict[int, Tensor] = {}
@@ -132,7 +135,8 @@ class BatchMaker:
 
     def _augment(self, x: Tensor, masks: Tensor | None,
                  rng: np.random.Generator) -> tuple[Tensor, Tensor | None]:
-        """Each chip (and its mask) through one of the 8 symmetries of the square, drawn from `rng`.
+        """Each chip (and its mask) through one of the 8 symmetries of the square, drawn from `rng`,
+        then, when asked for, a random crop resized back and photometric jitter.
 
         A symmetry is a permutation of a chip's pixels: albumentations' D4 applied once to a grid of
         pixel numbers gives the 8 permutations, and one gather moves every chip's pixels (any band count).
@@ -141,6 +145,10 @@ class BatchMaker:
         perms = self._symmetry_perms(h, w)[torch.from_numpy(rng.integers(len(SYMMETRIES), size=n))]
         x_out = x.reshape(n, c, h * w).gather(2, perms[:, None, :].expand(n, c, h * w)).view(n, c, h, w)
         m_out = None if masks is None else masks.reshape(n, h * w).gather(1, perms).view(n, h, w)
+        if self.crop_scale < 1.0:
+            x_out, m_out = random_crops(x_out, m_out, self.crop_scale, rng)
+        if self.photometric > 0.0:
+            x_out = photometric_jitter(x_out, self.photometric, rng)
         return x_out, m_out
 
     def _symmetry_perms(self, h: int, w: int) -> Tensor:
@@ -152,6 +160,33 @@ class BatchMaker:
             self._perms[h, w] = torch.from_numpy(np.stack(
                 [self._d4.apply_to_mask(grid, group_element=g).ravel() for g in SYMMETRIES]))
         return self._perms[h, w]
+
+
+def random_crops(x: Tensor, masks: Tensor | None, scale: float,
+                 rng: np.random.Generator) -> tuple[Tensor, Tensor | None]:
+    """Each chip cropped to a random square of `scale` to 1 times its side, resized back (masks: nearest)."""
+    n, _, h, w = x.shape
+    sides = np.maximum(1, np.round(rng.uniform(scale, 1.0, size=n) * min(h, w))).astype(int)
+    tops, lefts = rng.integers(0, h - sides + 1), rng.integers(0, w - sides + 1)
+    x_out = torch.empty_like(x)
+    m_out = None if masks is None else torch.empty_like(masks)
+    for i, (s, t, left) in enumerate(zip(sides, tops, lefts)):
+        crop = x[i:i + 1, :, t:t + s, left:left + s]
+        x_out[i] = F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)[0]
+        if masks is not None and m_out is not None:
+            cut = masks[i:i + 1, None, t:t + s, left:left + s].float()
+            m_out[i] = F.interpolate(cut, size=(h, w), mode="nearest-exact")[0, 0].to(masks.dtype)
+    return x_out, m_out
+
+
+def photometric_jitter(x: Tensor, strength: float, rng: np.random.Generator) -> Tensor:
+    """Normalised chips with random contrast (x (1 ± s) about each band's chip mean), brightness
+    (± s, the same for every band) and colour (± s/2 per band) shifts, in units of the band's std."""
+    n, c = x.shape[:2]
+    contrast = torch.from_numpy(rng.uniform(1 - strength, 1 + strength, size=(n, 1, 1, 1))).to(x.dtype)
+    shift = rng.uniform(-strength, strength, size=(n, 1)) + rng.uniform(-strength / 2, strength / 2, size=(n, c))
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    return (x - mean) * contrast + mean + torch.from_numpy(shift).to(x.dtype)[:, :, None, None]
 
 
 def resize_chips(t: Tensor, size: int, mask: bool) -> Tensor:

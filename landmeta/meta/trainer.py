@@ -70,7 +70,8 @@ def prepare(config: Config, store: ChipStore) -> Setup:
     if kind not in store.kinds:
         raise ConfigError(f"{store.path}: the store has no {kind} data (kinds: {store.kinds}); "
                           f"set task.kind")
-    batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=config.data.augment)
+    batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=config.data.augment,
+                         photometric=config.data.photometric, crop_scale=config.data.crop_scale)
     if kind == "classification" and not 2 <= config.task.n_way <= store.num_classes:
         raise ConfigError(f"{store.path}: task.n_way={config.task.n_way} does not fit the store's "
                           f"{store.num_classes} classes")
