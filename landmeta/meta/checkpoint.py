@@ -8,6 +8,7 @@ when it is opened (docs/reliability.md).
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,8 +69,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise CheckpointError(f"{path}: refused, it holds objects other than weights and plain values "
-                              "(opening it could run code); not a landmeta checkpoint") from exc
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:  # a reference to a function or class: what a pickle needs to run code
+            raise CheckpointError(f"{path}: refused, it holds a call to {found.group(1)} (opening it could run "
+                                  "code); not a landmeta checkpoint") from exc
+        raise CheckpointError(f"{path}: not a readable checkpoint (UnpicklingError)") from exc
     except Exception as exc:  # torch raises many types on a truncated or foreign file
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc.__class__.__name__})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
