@@ -86,7 +86,9 @@ def test_no_command_runs_code_from_a_checkpoint(zipped: bool, store: Path, run_d
         assert not marker.exists(), f"{name} ran the checkpoint's code"
         assert code == 2, name
         assert len(err) == 1 and ("evil.pt" in err[0] or "last.pt" in err[0]), (name, err)
-        assert "refused" in err[0], (name, err)
+        # torch's reader stops a plain pickle at its first unknown opcode, before reaching the call
+        assert ("refused, it holds a call to posix.system" if zipped else ".pt: not a readable") in err[0], \
+            (name, err)
     assert not (tmp_path / "maps").exists() and not (tmp_path / "m.pt").exists()
 
 

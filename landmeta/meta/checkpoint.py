@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
+        with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickle protocols: the error says enough
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL (\S+)", str(exc))
