@@ -181,3 +181,22 @@ def test_values_beyond_float16_are_clipped_and_counted(tmp_path):
     assert manifest["skipped"] == [] and manifest["counts"]["clipped_values"] == 4 * 32 * 32
     assert manifest["warnings"][-1] == (f"4096 values beyond ±65504 (not nodata) in 1 file clipped to fit the "
                                         f"store's float16: {root / 'r1/images/t0.tif'} (4096)")
+
+
+def test_parent_pattern_keeps_quadrants_of_one_patch_together(tmp_path, capsys):
+    """SEN12MS-style quadrant names: p7tl and p7br (even in two class folders) share one parent, so
+    task sampling keeps them on one side; a tile the pattern does not match is its own parent."""
+    from landmeta.cli import main
+    rng = np.random.default_rng(0)
+    for name, cls in (("p7tl", "water"), ("p7br", "crop"), ("p8tr", "water"), ("odd", "crop")):
+        for region in ("a", "b", "c"):
+            write_png(tmp_path / "raw" / region / cls / f"{name}.png", rng)
+    out = run(tmp_path / "raw", tmp_path / "store", chip_size=32, parent_pattern=r"(p\d+)(tl|tr|bl|br)")
+    chips = pd.read_csv(out / "chips.csv").set_index("tile")["parent"]
+    assert chips["a/water/p7tl"] == chips["a/crop/p7br"] == "a/p7"
+    assert chips["a/water/p8tr"] == "a/p8" and chips["a/crop/odd"] == "a/crop/odd"
+    for bad, why in (("p\\d+", "needs a group"), ("(p", "not a regular expression")):
+        code = main(["preprocess", "folder", "--root", str(tmp_path / "raw"), "--out", str(tmp_path / "s2"),
+                     "--parent-pattern", bad, "--no-progress"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and why in err[0] and not (tmp_path / "s2").exists()

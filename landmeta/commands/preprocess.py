@@ -32,6 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_number(parser, "--clusters", int, AT_LEAST_ONE, default=6, help="DeepGlobe: KMeans clusters (default 6)")
     parser.add_argument("--class-map", type=Path, help="folder: lines 'name,id' or 'name,id,R,G,B'")
     add_number(parser, "--workers", int, NON_NEGATIVE, help="processes reading and cutting tiles (default: one per CPU core; 0: none)")
+    parser.add_argument("--parent-pattern", metavar="REGEX",
+                        help="folder: tiles whose file names give the same first group are quadrants of one "
+                             "patch and stay on one side of every task (SEN12MS quadrants: "
+                             "'(p\\d+)(tl|tr|bl|br)')")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad input")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing store")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -43,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     options = PreprocessOptions(
         bands=args.bands, chip_size=args.chip_size, downsample=args.downsample, grid=args.grid,
         split_seed=args.split_seed, split_file=args.split_file, holdout=args.holdout, split=args.split,
-        clusters=args.clusters, class_map=args.class_map, strict=args.strict, overwrite=args.overwrite,
+        clusters=args.clusters, class_map=args.class_map, parent_pattern=args.parent_pattern, strict=args.strict,
+        overwrite=args.overwrite,
     )
     out = preprocess(args.source, args.root, args.out, options, progress=not args.no_progress, workers=args.workers)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -31,6 +31,7 @@ class TileRef:
     season: str = ""
     label: int = -1  # tile-level class (folder classification), -1 = from the mask
     paths: dict[str, Path] = field(default_factory=dict)  # reader-specific inputs
+    parent: str = ""  # the patch it was cut from when several tiles share one (folder --parent-pattern)
 
 
 @dataclass

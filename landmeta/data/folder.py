@@ -10,6 +10,7 @@ Class-map file (optional): lines `name,id` (mask values are ids) or `name,id,R,G
 
 from __future__ import annotations
 
+import re
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from landmeta.data import Scan, Skips, Tile, TileRef
 from landmeta.data.geo import band_files, declared_nodata, read_header, read_raster, stack_bands, to_physical
-from landmeta.errors import DataError
+from landmeta.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
 GEOTIFF = {".tif", ".tiff"}
@@ -137,6 +138,7 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     if not candidates:
         raise DataError(f"{root}: no image tiles found in its region folders")
 
+    pattern = _parent_regex(options.parent_pattern)
     tiles: list[TileRef] = []
     bands: list[str] | None = None
     wanted: list[str] | None = None
@@ -153,7 +155,8 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
         rel = path.relative_to(root)
         tiles.append(TileRef(tile="/".join(rel.with_suffix("").parts) if path.is_file() else "/".join(rel.parts),
                              region=region, source=str(path), height=head["height"], width=head["width"],
-                             label=label, paths={"image": path, **({"mask": mask} if mask else {})}))
+                             label=label, paths={"image": path, **({"mask": mask} if mask else {})},
+                             parent=_parent(pattern, region, path)))
     if not tiles:
         raise DataError(f"{root}: no readable tiles (see the skipped inputs)")
     chip = options.chip_size or min(tiles[0].height, tiles[0].width) // options.downsample
@@ -164,6 +167,26 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     return Scan(bands=wanted, class_names=list(names), class_colors=class_colors, kinds=kinds, tiles=tiles,
                 chip_size=chip, load=partial(load, bands=bands, indexes=indexes, mapped=mapped, colours=colours,
                                              segmentation=segmentation))
+
+
+def _parent_regex(text: str | None) -> re.Pattern[str] | None:
+    """--parent-pattern compiled; ConfigError unless it is a regex with a group."""
+    if not text:
+        return None
+    try:
+        pattern = re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"--parent-pattern '{text}': not a regular expression ({exc})") from None
+    if pattern.groups < 1:
+        raise ConfigError(f"--parent-pattern '{text}': needs a group naming the parent, e.g. '^(p\\d+)(tl|tr|bl|br)$'")
+    return pattern
+
+
+def _parent(pattern: re.Pattern[str] | None, region: str, path: Path) -> str:
+    """`region/<first group>` when the tile's file stem matches `pattern` (quadrants of one patch
+    share it, so tasks keep them on one side), else "" (the tile is its own parent)."""
+    found = pattern.fullmatch(path.stem) if pattern else None
+    return f"{region}/{found.group(1)}" if found else ""
 
 
 def _select(bands: list[str], asked: list[str] | None, path: Path) -> list[str]:

@@ -66,6 +66,7 @@ class PreprocessOptions:
     split: Literal["random", "clustered"] = "random"  # DeepGlobe: images at random, or whole clusters
     clusters: int = 6  # DeepGlobe: KMeans clusters (pseudo-regions)
     class_map: Path | None = None  # folder: `name,id[,R,G,B]` lines
+    parent_pattern: str | None = None  # folder: regex whose first group names a tile's parent patch
     strict: bool = False  # any bad input is fatal
     overwrite: bool = False
 
@@ -266,7 +267,8 @@ def _fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, i
             findings.add(tile)
             for k, (label, hist) in enumerate(zip(tile.labels, tile.hists)):
                 name = f"{ref.tile}_r{k // cols}c{k % cols}" if rows * cols > 1 else ref.tile
-                writer.writerow([n, name, ref.region, name if scan.parent_is_chip else ref.tile, label, ref.source])
+                parent = name if scan.parent_is_chip else ref.parent or ref.tile
+                writer.writerow([n, name, ref.region, parent, label, ref.source])
                 tiles_layer.add({"tile": name, "region": ref.region, "label": label, "class_hist": hist,
                                  "source": ref.source, "geometry": tile.chip_outlines[k]})
                 info.n_chips += 1
