@@ -183,7 +183,7 @@ BOUNDS: dict[str, Bound] = {
     "meta.first_order_until": NON_NEGATIVE,
     "meta.multi_step_anneal": NON_NEGATIVE,
     "meta.meta_batch": AT_LEAST_ONE,
-    "meta.outer_lr": POSITIVE,
+    "meta.outer_lr": NON_NEGATIVE,  # 0 keeps the weights (e.g. to check an init_from run)
     "meta.grad_clip": POSITIVE,
     "meta.steps": AT_LEAST_ONE,
     "train.val_every": AT_LEAST_ONE,

@@ -49,7 +49,7 @@ def test_every_numeric_config_value_has_a_bound():
 
 @pytest.mark.parametrize("override, message", [
     ("meta.meta_batch=-2", "meta.meta_batch must be >= 1, got -2"),
-    ("meta.outer_lr=-1", "meta.outer_lr must be > 0, got -1.0"),
+    ("meta.outer_lr=-1", "meta.outer_lr must be >= 0, got -1.0"),
     ("meta.inner_lr=-0.4", "meta.inner_lr must be > 0, got -0.4"),
     ("meta.inner_lr=.nan", "meta.inner_lr must be a finite number > 0, got nan"),
     ("meta.grad_clip=0", "meta.grad_clip must be > 0, got 0.0"),
