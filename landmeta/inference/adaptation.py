@@ -1,4 +1,5 @@
-"""`landmeta adapt` as a library call: a checkpoint and a support folder in, an adapted checkpoint out.
+"""`landmeta adapt` as a library call: a checkpoint and a support folder (or vector labels over a
+scene) in, an adapted checkpoint out.
 
 The adapted checkpoint has the same format and method as its base (so `landmeta predict`,
 `landmeta evaluate` and a further `landmeta adapt` read it), without the training state, plus
@@ -13,6 +14,7 @@ from typing import Any
 
 from landmeta.config import config_from_dict
 from landmeta.errors import OutputExistsError
+from landmeta.inference.labels import LabelSource, read_label_support
 from landmeta.inference.support import SupportSet, read_support
 from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt
@@ -32,21 +34,27 @@ def resolved_steps_lr(ckpt: dict[str, Any], steps: int | None, lr: float | None)
         (config.eval.finetune_lrs[0] if lr is None else lr)
 
 
-def adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | None = None,
+def adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, steps: int | None = None,
                      lr: float | None = None, class_map: Path | None = None, overwrite: bool = False,
                      progress: bool = False) -> dict[str, Any]:
-    """Adapt `checkpoint` to the labelled tiles in `support` and save it to `out`; returns its `adaptation`."""
+    """Adapt `checkpoint` to the labelled tiles in `support` (a folder, or vector labels over a scene)
+    and save it to `out`; returns its `adaptation`."""
     with output_lock(out):
-        return _adapt_checkpoint(Path(checkpoint), Path(support), Path(out), steps, lr, class_map, overwrite,
-                                 progress)
+        return _adapt_checkpoint(Path(checkpoint), support if isinstance(support, LabelSource) else Path(support),
+                                 Path(out), steps, lr, class_map, overwrite, progress)
 
 
-def _adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | None, lr: float | None,
-                      class_map: Path | None, overwrite: bool, progress: bool) -> dict[str, Any]:
+def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, steps: int | None,
+                      lr: float | None, class_map: Path | None, overwrite: bool, progress: bool) -> dict[str, Any]:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
     ckpt = load_checkpoint(checkpoint)
-    data = read_support(Path(support), ckpt, class_map, progress)
+    labels = None
+    if isinstance(support, LabelSource):
+        labels = read_label_support(support, ckpt, class_map, progress)
+        data = labels.support
+    else:
+        data = read_support(support, ckpt, class_map, progress)
     steps_used, lr_used = resolved_steps_lr(ckpt, steps, lr)
     from tqdm import tqdm
     base = model_from_checkpoint(ckpt)
@@ -60,11 +68,20 @@ def _adapt_checkpoint(checkpoint: Path, support: Path, out: Path, steps: int | N
         payload["num_classes"] = model.head.out_features
         payload.update(_classifier_classes(ckpt, data))
     payload["adapted_from"] = str(Path(checkpoint).resolve())
+    source = support.labels if isinstance(support, LabelSource) else support
     payload["adaptation"] = {
-        "support": str(Path(support).resolve()), "tiles": data.tiles, "chips": len(data.x),
+        "support": str(Path(source).resolve()), "tiles": data.tiles, "chips": len(data.x),
         "steps": steps_used, "lr": lr_used, "class_map": str(class_map) if class_map else None,
         "seconds": round(seconds, 3), "provenance": provenance(),
     }
+    if labels is not None:
+        assert isinstance(support, LabelSource)
+        payload["adaptation"]["labels"] = {
+            "scene": str(Path(support.scene).resolve()), "layer": support.layer,
+            "class_field": support.class_field, "point_radius": labels.point_radius,
+            "features": labels.features, "outside": labels.outside, "overlap_pixels": labels.overlap_pixels,
+            "windows": [list(w) for w in labels.windows],
+        }
     save_checkpoint(out, payload)
     return payload["adaptation"]
 
