@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import rasterio
 import torch
 from rasterio.features import rasterize
 from rasterio.windows import Window
@@ -25,6 +26,7 @@ from rasterio.windows import transform as window_transform
 
 from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError, LandmetaWarning
+from landmeta.inference.maps import GDAL_CACHE_MB
 from landmeta.inference.mapping import store_chip_size
 from landmeta.inference.predict import NODATA
 from landmeta.inference.scene import Scene, open_scene
@@ -94,7 +96,8 @@ def read_label_support(source: LabelSource, ckpt: dict[str, Any], class_map: Pat
                             f"(use a georeferenced GeoTIFF)")
         features, outside = _to_pixels(frame, values, scene, radius, source)
         windows = plan_windows(features.boxes, scene.height, scene.width, size)
-        support, used, overlap = _cut(scene, features, windows, radius, ckpt, names, classes, progress)
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # scattered windows: keep GDAL's block cache small
+            support, used, overlap = _cut(scene, features, windows, radius, ckpt, names, classes, progress)
     if not used:
         raise DataError(f"{source.labels}: no labelled pixels in the scene (features smaller than a pixel "
                         f"or over nodata?)")
