@@ -165,14 +165,15 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_store(tmp_path):
     out = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-m", "landmeta", "preprocess", "sen12ms", "--root", str(root),
                              "--out", str(out), "--chip-size", "32", "--workers", "2"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True)
     seen = ""
     while not re.search(r"\b([1-9]\d)/240\b", seen):  # at least 10 of the 240 patches done
-        char = proc.stderr.read(1)
-        assert char, f"preprocessing ended before it could be interrupted: {seen[-300:]}"
-        seen += char
+        chunk = os.read(proc.stderr.fileno(), 65536)  # whole chunks: reading must not lag the writer
+        assert chunk, f"preprocessing ended before it could be interrupted: {seen[-300:]}"
+        seen += chunk.decode(errors="replace")
+    assert proc.poll() is None, "preprocessing ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)
-    err = seen + proc.stderr.read()
+    err = seen + proc.stderr.read().decode(errors="replace")
     assert proc.wait(timeout=60) == 130
     assert "landmeta preprocess: interrupted" in err and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]

@@ -176,14 +176,14 @@ def test_killed_preprocess_leaves_no_worker_behind(tmp_path, sig):
     root = sen12ms_dataset(tmp_path / "raw", seasons=SEASONS, scenes=tuple(range(1, 11)), patches=tuple(range(1, 9)))
     proc = subprocess.Popen([sys.executable, "-m", "landmeta", "preprocess", "sen12ms", "--root", str(root),
                              "--out", str(tmp_path / "store"), "--chip-size", "32", "--workers", "2"],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, start_new_session=True)
     workers: list[int] = []
     try:
         seen = ""
         while not re.search(r"\b([1-9]\d)/240\b", seen):  # at least 10 of the 240 patches done
-            char = proc.stderr.read(1)
-            assert char, f"preprocessing ended before it could be killed: {seen[-300:]}"
-            seen += char
+            chunk = os.read(proc.stderr.fileno(), 65536)  # whole chunks: reading must not lag the writer
+            assert chunk, f"preprocessing ended before it could be killed: {seen[-300:]}"
+            seen += chunk.decode(errors="replace")
         workers = _children(proc.pid)
         assert len(workers) >= 2, f"expected 2 running workers, found {workers}"
         os.kill(proc.pid, sig)
