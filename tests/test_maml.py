@@ -356,3 +356,20 @@ def test_training_saves_and_resumes_per_step_statistics(tmp_path: Path) -> None:
     xs = torch.randn(4, model.body[0].in_channels, 32, 32)
     adapted = adapt(ckpt, model, xs, torch.arange(4), steps=1, norm_stats="trained")
     torch.testing.assert_close(adapted.body[1].running_mean, second["body__1__mean"][0])
+
+
+def test_per_step_statistics_start_as_the_models_own() -> None:
+    """A run started from a pretrained network begins with its statistics in every step's set,
+    not zero mean and unit variance (which would wreck its first adapted predictions)."""
+    model, _, cfg, _, _ = per_step_setup(2)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    norms = build_step_norms(model, cfg)
+    for name in norms.layers:
+        bn = model.get_submodule(name)
+        for step in (1, 2):
+            mean, var, _ = norms._set(name, step)
+            assert torch.equal(mean, bn.running_mean) and torch.equal(var, bn.running_var)

@@ -121,7 +121,9 @@ def model_state(model: nn.Module) -> tuple[Params, Params]:
 
 class StepNorms(nn.Module):
     """Per-step BatchNorm running statistics (MAML++): sets 1..K, one for the weights after each
-    inner step, stored as (K, C) buffers per BatchNorm layer; set 0 is the model's own buffers."""
+    inner step, stored as (K, C) buffers per BatchNorm layer; set 0 is the model's own buffers.
+    Every set starts as a copy of the model's statistics (those of a pretrained network when the
+    run starts from one), not as zero mean and unit variance."""
 
     def __init__(self, model: nn.Module, steps: int) -> None:
         super().__init__()
@@ -129,8 +131,8 @@ class StepNorms(nn.Module):
         self.layers = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         for name in self.layers:
             norm, key = model.get_submodule(name), name.replace(".", "__")
-            self.register_buffer(f"{key}__mean", norm.running_mean.new_zeros(steps, norm.num_features))
-            self.register_buffer(f"{key}__var", norm.running_var.new_ones(steps, norm.num_features))
+            self.register_buffer(f"{key}__mean", norm.running_mean.detach().clone().repeat(steps, 1))
+            self.register_buffer(f"{key}__var", norm.running_var.detach().clone().repeat(steps, 1))
             self.register_buffer(f"{key}__count", norm.num_batches_tracked.new_zeros(steps))
 
     def _set(self, name: str, step: int) -> tuple[Tensor, Tensor, Tensor]:
