@@ -79,6 +79,7 @@ class MetaConfig:
     class_head: Literal["task", "global"] = "task"  # classification: N task-local outputs, or one per
     # store class with each task using its classes' rows (the class identities carry over regions)
     per_step_bn: bool = False  # MAML++: BatchNorm running statistics kept per inner step (meta/maml.py)
+    keep_norm_stats: bool = False  # BatchNorm running statistics stay the starting network's (e.g. pretrained)
 
 
 @dataclass

@@ -373,3 +373,18 @@ def test_per_step_statistics_start_as_the_models_own() -> None:
         for step in (1, 2):
             mean, var, _ = norms._set(name, step)
             assert torch.equal(mean, bn.running_mean) and torch.equal(var, bn.running_var)
+
+
+@pytest.mark.parametrize("per_step_bn", [False, True])
+def test_keep_norm_stats_leaves_every_running_statistic_as_it_started(per_step_bn: bool) -> None:
+    """meta.keep_norm_stats (e.g. MAML from a pretrained network): a meta-step changes no running
+    statistic, neither the model's nor a per-step set; without it both move."""
+    for keep in (True, False):
+        model = small_model()
+        cfg = MetaConfig(method="maml", inner_steps=2, inner_lr=0.3, per_step_bn=per_step_bn, keep_norm_stats=keep)
+        norms = build_step_norms(model, cfg)
+        before = {k: v.clone() for k, v in [*model.named_buffers(), *(norms.named_buffers() if norms else [])]}
+        meta_step(model, build_rates(model, cfg), cfg, [small_task()], outer_step=0, norms=norms)
+        after = dict([*model.named_buffers(), *(norms.named_buffers() if norms else [])])
+        same = [torch.equal(before[k], after[k]) for k in before if not k.endswith("count") and "batches" not in k]
+        assert all(same) if keep else not all(same)

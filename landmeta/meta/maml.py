@@ -242,7 +242,8 @@ def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
     mean query loss over `tasks` (x_support, y_support, x_query, y_query). No optimiser step.
 
     `rows` (one per task) cuts a global classification head to each task's classes; `norms` holds
-    per-step BatchNorm statistics (updated here, see the module docstring)."""
+    per-step BatchNorm statistics (updated here, see the module docstring). With `cfg.keep_norm_stats`
+    no running statistics are updated: they stay those the run started with."""
     theta, buffers = model_state(model)
     names = adapted_names(model, cfg.method, cfg.head_pattern)
     first_order = use_first_order(cfg, outer_step)
@@ -251,13 +252,14 @@ def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
     for index, (xs, ys, xq, yq) in enumerate(tasks):
         params = head_rows(theta, cfg.head_pattern, rows[index] if rows is not None else None)
         phis = inner_loop(model, params, buffers, rates, names, xs, ys, cfg.inner_steps,
-                          first_order, update_stats=True, loss_fn=loss_fn, norms=norms)
+                          first_order, update_stats=not cfg.keep_norm_stats, loss_fn=loss_fn, norms=norms)
         loss = torch.zeros((), device=xq.device)
         for step, (weight, phi) in enumerate(zip(weights, phis), start=1):
             if weight == 0.0:
                 continue
             last = norms is not None and step == len(phis)
-            logits = forward(model, phi, norms.at(buffers, step) if last else buffers, xq, update_stats=last)
+            logits = forward(model, phi, norms.at(buffers, step) if last else buffers, xq,
+                             update_stats=last and not cfg.keep_norm_stats)
             loss = loss + weight * loss_fn(logits, yq)
         (loss / len(tasks)).backward()
         total += loss.item() / len(tasks)
