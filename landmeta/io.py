@@ -110,8 +110,8 @@ def output_lock(out: str | Path) -> Iterator[None]:
             holder = os.pread(fd, 512, 0).decode(errors="replace").split()
             os.close(fd)
             pid, host, since = (holder + ["?", "?", "?"])[:3]
-            where = "" if host == socket.gethostname() else f" on {host}"
-            raise OutputBusyError(f"{out}: already being written by PID {pid}{where} since {since}") from None
+            remote = "" if host == socket.gethostname() else f" on {host}"
+            raise OutputBusyError(f"{out}: already being written by PID {pid}{remote} since {since}") from None
         with contextlib.suppress(FileNotFoundError):
             if os.fstat(fd).st_ino == os.stat(lock).st_ino:
                 break  # else the previous holder removed the file between our open and flock

@@ -11,7 +11,7 @@ from landmeta.config import AT_LEAST_ONE, Config, config_from_dict, config_to_di
 from landmeta.errors import ConfigError
 from landmeta.evaluation.metrics import metric_names
 from landmeta.evaluation.protocol import evaluate, resolve_checkpoint
-from landmeta.evaluation.results import check_results_folder, open_results
+from landmeta.evaluation.results import open_results
 from landmeta.meta.checkpoint import load_checkpoint
 from landmeta.reporting.report import method_order
 from landmeta.reporting.tables import summary_markdown
@@ -64,7 +64,6 @@ def parse_shots(text: str) -> list[int]:
 
 def run(args: argparse.Namespace) -> int:
     check_numbers(args)
-    check_results_folder(Path(args.out))
     config = evaluation_config(args.runs, args.config, args.overrides)
     shots = parse_shots(args.shots) if args.shots else None
     out = evaluate(args.data, args.runs, args.out, config, split=args.split, shots=shots, tasks=args.tasks,

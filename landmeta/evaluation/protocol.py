@@ -327,6 +327,7 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
     A folder left by an interrupted run with the same settings is resumed from its rows; the whole
     evaluation holds `out`'s write lock.
     """
+    check_results_folder(Path(out))  # before the lock, which would create folders under a file
     with output_lock(out):
         return _evaluate(store_path, runs, Path(out), config, split, shots, tasks, workers, overwrite, progress)
 
@@ -334,7 +335,6 @@ def evaluate(store_path: str | Path, runs: list[str | Path], out: str | Path, co
 def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config: Config, split: str,
               shots: list[int] | None, tasks: int | None, workers: int | None, overwrite: bool,
               progress: bool) -> Path:
-    check_results_folder(out)
     store = ChipStore.open(store_path)
     checkpoints = [str(resolve_checkpoint(r).resolve()) for r in runs]
     first = load_checkpoint(checkpoints[0])

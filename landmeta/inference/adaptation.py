@@ -49,12 +49,18 @@ def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, 
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
     ckpt = load_checkpoint(checkpoint)
-    labels = None
+    labels_record: dict[str, Any] | None = None
     if isinstance(support, LabelSource):
-        labels = read_label_support(support, ckpt, class_map, progress)
-        data = labels.support
+        labelled = read_label_support(support, ckpt, class_map, progress)
+        data, source = labelled.support, Path(support.labels)
+        labels_record = {
+            "scene": str(Path(support.scene).resolve()), "layer": support.layer,
+            "class_field": support.class_field, "point_radius": labelled.point_radius,
+            "features": labelled.features, "outside": labelled.outside,
+            "overlap_pixels": labelled.overlap_pixels, "windows": [list(w) for w in labelled.windows],
+        }
     else:
-        data = read_support(support, ckpt, class_map, progress)
+        data, source = read_support(support, ckpt, class_map, progress), support
     steps_used, lr_used = resolved_steps_lr(ckpt, steps, lr)
     from tqdm import tqdm
     base = model_from_checkpoint(ckpt)
@@ -68,20 +74,13 @@ def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, 
         payload["num_classes"] = model.head.out_features
         payload.update(_classifier_classes(ckpt, data))
     payload["adapted_from"] = str(Path(checkpoint).resolve())
-    source = support.labels if isinstance(support, LabelSource) else support
     payload["adaptation"] = {
-        "support": str(Path(source).resolve()), "tiles": data.tiles, "chips": len(data.x),
+        "support": str(source.resolve()), "tiles": data.tiles, "chips": len(data.x),
         "steps": steps_used, "lr": lr_used, "class_map": str(class_map) if class_map else None,
         "seconds": round(seconds, 3), "provenance": provenance(),
     }
-    if labels is not None:
-        assert isinstance(support, LabelSource)
-        payload["adaptation"]["labels"] = {
-            "scene": str(Path(support.scene).resolve()), "layer": support.layer,
-            "class_field": support.class_field, "point_radius": labels.point_radius,
-            "features": labels.features, "outside": labels.outside, "overlap_pixels": labels.overlap_pixels,
-            "windows": [list(w) for w in labels.windows],
-        }
+    if labels_record is not None:
+        payload["adaptation"]["labels"] = labels_record
     save_checkpoint(out, payload)
     return payload["adaptation"]
 

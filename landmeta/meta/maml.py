@@ -131,8 +131,8 @@ class StepNorms(nn.Module):
         self.layers = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         for name in self.layers:
             norm, key = model.get_submodule(name), name.replace(".", "__")
-            self.register_buffer(f"{key}__mean", norm.running_mean.detach().clone().repeat(steps, 1))
-            self.register_buffer(f"{key}__var", norm.running_var.detach().clone().repeat(steps, 1))
+            self.register_buffer(f"{key}__mean", norm.running_mean.detach().repeat(steps, 1))
+            self.register_buffer(f"{key}__var", norm.running_var.detach().repeat(steps, 1))
             self.register_buffer(f"{key}__count", norm.num_batches_tracked.new_zeros(steps))
 
     def _set(self, name: str, step: int) -> tuple[Tensor, Tensor, Tensor]:
