@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from landmeta.errors import ConfigError
+from landmeta.vocab import TaskKind, TrainMethod
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -36,7 +37,7 @@ class DataConfig:
 class TaskConfig:
     """How few-shot tasks are drawn."""
 
-    kind: Literal["classification", "segmentation"] = "classification"
+    kind: TaskKind = "classification"
     n_way: int = 4  # classification only
     k_shot: int = 2  # support samples per class (classification) or support tiles (segmentation)
     q_query: int = 4  # query samples per class (classification) or query tiles (segmentation)
@@ -62,7 +63,7 @@ class ModelConfig:
 class MetaConfig:
     """The meta-learning method and its inner and outer loops."""
 
-    method: Literal["maml", "fomaml", "metasgd", "anil", "boil", "pretrain"] = "maml"
+    method: TrainMethod = "maml"
     inner_steps: int = 1
     inner_lr: float = 0.4
     inner_lr_mode: Literal["fixed", "lslr", "metasgd"] = "fixed"

@@ -11,8 +11,8 @@ import glob
 import json
 import os
 import platform
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile

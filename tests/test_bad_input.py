@@ -21,7 +21,7 @@ from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import ResultsLog, open_results, read_results_csv
 from landmeta.reporting.maps import gain_map
 from landmeta.reporting.plots import classification_example, segmentation_example, shot_curves
-from landmeta.reporting.text import mpl_text
+from landmeta.text import mpl_text
 from store_factory import make_store
 from test_evaluate import FAST, write_checkpoint
 

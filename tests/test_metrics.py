@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 
 from landmeta.errors import TaskError
-from landmeta.evaluation.metrics import classification_metrics, segmentation_metrics
+from landmeta.metrics import classification_metrics, segmentation_metrics
 
 
 def test_classification_hand_example():

@@ -9,10 +9,10 @@ from typing import Any
 from landmeta.commands import add_config_args, add_number, check_numbers
 from landmeta.config import AT_LEAST_ONE, Config, config_from_dict, config_to_dict, load_config, parse_override
 from landmeta.errors import ConfigError
-from landmeta.evaluation.metrics import metric_names
 from landmeta.evaluation.protocol import evaluate, resolve_checkpoint
 from landmeta.evaluation.results import open_results
 from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.metrics import metric_names
 from landmeta.reporting.report import method_order
 from landmeta.reporting.tables import summary_markdown
 

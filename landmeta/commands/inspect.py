@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from landmeta.data.store import SPLITS, ChipStore
+from landmeta.data.store import ChipStore
+from landmeta.vocab import SPLITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,6 +56,7 @@ def plot_region_map(regions: pd.DataFrame, path: Path) -> Path | None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from landmeta.io import atomic_path
     colors = {"train": "tab:blue", "val": "tab:orange", "test": "tab:red"}
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from landmeta.classes import IGNORE_INDEX
 from landmeta.data import Scan, Skips, Tile, TileRef
 from landmeta.data.geo import band_files, declared_nodata, read_header, read_raster, stack_bands, to_physical
 from landmeta.errors import ConfigError, DataError
@@ -42,7 +43,7 @@ def read_class_map(path: Path) -> tuple[list[str], dict[tuple[int, int, int], in
             rgb = tuple(int(v) for v in parts[2:5])
         except (IndexError, ValueError):
             cid, rgb = -1, ()
-        if len(parts) not in (2, 5) or not 0 <= cid < 255 or cid in names:
+        if len(parts) not in (2, 5) or not 0 <= cid < IGNORE_INDEX or cid in names:
             raise DataError(f"{path}: line {number}: expected 'name,id' or 'name,id,R,G,B' with a new id "
                             f"in 0..254, got {line!r}")
         if rgb in colours:
@@ -238,7 +239,7 @@ def load(ref: TileRef, bands: list[str], indexes: list[int], mapped: int,
     image = to_physical(raw[indexes])
     geo = {"crs": head["crs"], "transform": head["transform"], "band_sources": _band_sources(ref, bands, indexes)}
     if not segmentation:
-        return Tile(image=image, mask=np.full(image.shape[1:], 255, dtype=np.uint8), nodata=nodata, **geo)
+        return Tile(image=image, mask=np.full(image.shape[1:], IGNORE_INDEX, dtype=np.uint8), nodata=nodata, **geo)
     mask = read_mask(ref.paths["mask"], mapped, colours)
     if mask.shape != image.shape[1:]:
         raise DataError(f"{ref.paths['mask']}: mask is {mask.shape[1]}x{mask.shape[0]}, "
@@ -258,7 +259,7 @@ def read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int])
     if colours:
         rgb = np.moveaxis(_read_pixels(path, ["red", "green", "blue"])[0], 0, -1)[..., :3].astype(np.int64)
         code = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
-        out = np.full(code.shape, 255, dtype=np.uint8)
+        out = np.full(code.shape, IGNORE_INDEX, dtype=np.uint8)
         known = np.zeros(code.shape, dtype=bool)
         for (r, g, b), cid in colours.items():
             hit = code == ((r << 16) | (g << 8) | b)
@@ -268,7 +269,7 @@ def read_mask(path: Path, mapped: int, colours: dict[tuple[int, int, int], int])
             raise DataError(f"{path}: {int((~known).sum())} pixels have colours not in the class map")
         return out
     ids = _read_ids(path)
-    bad = (ids > 255) | ((ids >= mapped) & (ids != 255)) if mapped else ids > 255
+    bad = (ids > IGNORE_INDEX) | ((ids >= mapped) & (ids != IGNORE_INDEX)) if mapped else ids > IGNORE_INDEX
     if bad.any():
         raise DataError(f"{path}: {int(bad.sum())} mask values are not class ids "
                         f"(e.g. {int(ids[bad][0])})")

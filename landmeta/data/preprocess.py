@@ -30,11 +30,16 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from landmeta.classes import IGNORE_INDEX
-from landmeta.data import Scan, Skips, Tile, TileRef
-from landmeta.data import deepglobe, folder, sen12ms
+from landmeta.data import Scan, Skips, Tile, TileRef, deepglobe, folder, sen12ms
 from landmeta.data.geo import footprints
-from landmeta.data.regions import (assign_splits, cluster_regions, clustered_split, image_features,
-                                   plot_clusters, random_split)
+from landmeta.data.regions import (
+    assign_splits,
+    cluster_regions,
+    clustered_split,
+    image_features,
+    plot_clusters,
+    random_split,
+)
 from landmeta.errors import ConfigError, DataError
 from landmeta.io import atomic_dir, atomic_write_json, check_output_dir, provenance
 from landmeta.workers import die_with_parent

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from landmeta.errors import DataError
+from landmeta.vocab import SPLITS
 
-SPLITS = ("train", "val", "test")
 FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}  # 75 / 25 / 25
 
 

@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 
 from landmeta.errors import StoreError
+from landmeta.vocab import KINDS, SPLITS
 
-KINDS = ("classification", "segmentation")
-SPLITS = ("train", "val", "test")
 MANIFEST_KEYS = ("source", "kinds", "bands", "class_names", "class_colors", "ignore_index", "chip_size",
                  "num_chips")
 CHIP_COLUMNS = ("chip", "tile", "region", "parent", "label", "source")

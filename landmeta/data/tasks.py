@@ -14,9 +14,10 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from landmeta.data.store import KINDS, SPLITS, ChipStore
+from landmeta.data.store import ChipStore
 from landmeta.errors import TaskError
 from landmeta.io import atomic_write_json, provenance
+from landmeta.vocab import KINDS, SPLITS
 
 TASKS_FORMAT = "landmeta-tasks"
 MAX_TRIES = 100  # redraws when a classification draw leaves a class too few parent-disjoint queries

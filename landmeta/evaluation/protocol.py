@@ -29,14 +29,21 @@ from landmeta.data.tasks import Task, load_or_create_tasks, task_file
 from landmeta.data.transforms import BatchMaker
 from landmeta.errors import CheckpointError, DataError, OutputExistsError, TaskError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
-from landmeta.evaluation.metrics import metric_names, task_metrics
-from landmeta.evaluation.results import (ResultsLog, check_results_folder, read_meta, read_results_csv,
-                                         write_examples, write_meta, write_summaries)
+from landmeta.evaluation.results import (
+    ResultsLog,
+    check_results_folder,
+    read_meta,
+    read_results_csv,
+    write_examples,
+    write_meta,
+    write_summaries,
+)
 from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
-from landmeta.meta.maml import MAML_METHODS
+from landmeta.metrics import metric_names, task_metrics
 from landmeta.models import build_model, head_names
+from landmeta.vocab import MAML_METHODS
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
 TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val

@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from landmeta.errors import DataError, OutputExistsError
-from landmeta.evaluation.metrics import metric_names
 from landmeta.evaluation.stats import TEST_COLUMNS, paired_tests, summarise
 from landmeta.io import atomic_path, atomic_write_json, atomic_write_text
+from landmeta.metrics import metric_names
 
 FORMAT = "landmeta-results"
 KEY_COLUMNS = ["task", "region", "method", "shots"]

@@ -19,7 +19,7 @@ from landmeta.inference.support import SupportSet, read_support
 from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt
 from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from landmeta.meta.maml import MAML_METHODS
+from landmeta.vocab import MAML_METHODS
 
 TRAINING_STATE = ("optimizer", "scheduler", "rng", "path", "format", "format_version")
 

@@ -24,11 +24,11 @@ from rasterio.features import rasterize
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from landmeta.classes import IGNORE_INDEX
 from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError, LandmetaWarning
-from landmeta.inference.maps import GDAL_CACHE_MB
 from landmeta.inference.mapping import store_chip_size
-from landmeta.inference.predict import NODATA
+from landmeta.inference.maps import GDAL_CACHE_MB
 from landmeta.inference.scene import Scene, open_scene
 from landmeta.inference.support import IGNORE_NAMES, SupportSet, _mask_lookup
 
@@ -184,11 +184,11 @@ def _class_ids(values: Any, source: LabelSource, ckpt: dict[str, Any],
             number = float(t)
         except ValueError:
             number = math.nan
-        if not (number.is_integer() and 0 <= number < 255 and lut.known[int(number)]):
+        if not (number.is_integer() and 0 <= number < IGNORE_INDEX and lut.known[int(number)]):
             raise DataError(f"{source.labels}: value {t!r} of field {source.class_field!r} is not an id "
                             f"of the class map {class_map}")
         mapped = int(lut.table[int(number)])
-        ids.append(-1 if mapped == NODATA else mapped)
+        ids.append(-1 if mapped == IGNORE_INDEX else mapped)
     return np.array(ids, dtype=np.int64), ckpt_names, None
 
 
@@ -353,8 +353,8 @@ def _cut(scene: Scene, features: _Features, windows: list[tuple[int, int, int, i
         mask, clash = _window_mask(features, hit[hit < n_poly], hit[hit >= n_poly] - n_poly, row, col, h, w,
                                    radius, scene)
         image, valid = scene.read(row, col, h, w)
-        mask[~valid] = NODATA
-        labelled = mask != NODATA
+        mask[~valid] = IGNORE_INDEX
+        labelled = mask != IGNORE_INDEX
         if not labelled.any():
             continue
         overlap += clash
@@ -375,7 +375,7 @@ def _window_mask(features: _Features, polys: np.ndarray, points: np.ndarray, row
                  w: int, radius: float, scene: Scene) -> tuple[np.ndarray, int]:
     """(h, w) uint8 class ids of one window (255 unlabelled and where classes overlap); overlap pixels."""
     transform = window_transform(Window(col, row, w, h), scene.transform)
-    mask = np.full((h, w), NODATA, dtype=np.uint8)
+    mask = np.full((h, w), IGNORE_INDEX, dtype=np.uint8)
     count = np.zeros((h, w), dtype=np.uint8)
     rr, cc = np.mgrid[0:h, 0:w]
     for cls in np.union1d(features.polygon_class[polys], features.point_class[points]):
@@ -394,7 +394,7 @@ def _window_mask(features: _Features, polys: np.ndarray, points: np.ndarray, row
         count += layer
         mask[layer] = cls
     clash = count > 1
-    mask[clash] = NODATA
+    mask[clash] = IGNORE_INDEX
     return mask, int(clash.sum())
 
 

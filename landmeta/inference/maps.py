@@ -143,7 +143,7 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from landmeta.reporting.text import mpl_text
+    from landmeta.text import mpl_text
 
     with rasterio.open(cls_path) as src:
         factor = max(1, int(np.ceil(max(src.height, src.width) / PREVIEW_SIDE)))

@@ -23,13 +23,12 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from torch import Tensor
 
-from landmeta.data.folder import IMAGE_SUFFIXES, read_mask, read_class_map
+from landmeta.classes import IGNORE_INDEX
+from landmeta.data.folder import IMAGE_SUFFIXES, read_class_map, read_mask
 from landmeta.data.geo import band_files, read_header
-from landmeta.data.transforms import resize_chips
-from landmeta.data.transforms import normalise
+from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError
 from landmeta.inference.mapping import store_chip_size
-from landmeta.inference.predict import NODATA
 from landmeta.inference.scene import open_scene
 
 IGNORE_NAMES = ("ignore", "unknown", "unlabelled", "unlabeled")
@@ -136,15 +135,15 @@ def _class_tiles(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
 def _mask_lookup(ckpt: dict[str, Any], class_map: Path | None) -> MaskLookup:
     """How mask values become checkpoint class ids: from the class map, or the ids as they are."""
     ckpt_names = list(ckpt["class_names"])
-    table = np.full(256, NODATA, dtype=np.uint8)
+    table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     known = np.zeros(256, dtype=bool)
-    known[NODATA] = True
+    known[IGNORE_INDEX] = True
     if class_map is None:
         table[:len(ckpt_names)] = np.arange(len(ckpt_names))
         known[:len(ckpt_names)] = True
         colours = {tuple(int(v) for v in c): i for i, c in enumerate(ckpt.get("class_colors") or [])}
         if colours:
-            colours.setdefault((0, 0, 0), NODATA)
+            colours.setdefault((0, 0, 0), IGNORE_INDEX)
         return MaskLookup(table, known, colours, None)
     names, colours = read_class_map(class_map)
     lookup = {_key(n): i for i, n in enumerate(ckpt_names)}
@@ -183,15 +182,15 @@ def _chips(image_path: Path, target: Path | int, lut: Any, ckpt: dict[str, Any])
         if mask.shape != valid.shape:
             raise DataError(f"{target}: mask is {mask.shape[1]}x{mask.shape[0]}, "
                             f"image {image_path.name} is {valid.shape[1]}x{valid.shape[0]}")
-        mask = np.where(valid, mask, NODATA).astype(np.uint8)
+        mask = np.where(valid, mask, IGNORE_INDEX).astype(np.uint8)
     else:
-        mask = np.where(valid, 0, NODATA).astype(np.uint8)  # only to drop windows without data
+        mask = np.where(valid, 0, IGNORE_INDEX).astype(np.uint8)  # only to drop windows without data
     size = store_chip_size(ckpt)
     rows, cols = _starts(image.shape[1], size), _starts(image.shape[2], size)
     xs, ms = [], []
     for r0, r1 in rows:
         for c0, c1 in cols:
-            if (mask[r0:r1, c0:c1] != NODATA).any():
+            if (mask[r0:r1, c0:c1] != IGNORE_INDEX).any():
                 xs.append(image[:, r0:r1, c0:c1])
                 ms.append(mask[r0:r1, c0:c1])
     chip = int(ckpt["chip_size"])

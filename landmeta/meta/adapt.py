@@ -23,8 +23,8 @@ from torch import Tensor, nn
 
 from landmeta.config import config_from_dict
 from landmeta.errors import ModelError
-from landmeta.meta.maml import (MAML_METHODS, adapted_names, build_rates, build_step_norms, forward,
-                                inner_loop, is_head, task_loss)
+from landmeta.meta.maml import adapted_names, build_rates, build_step_norms, forward, inner_loop, is_head, task_loss
+from landmeta.vocab import MAML_METHODS
 
 NORM_POLICIES = ("support", "trained", "blend")  # BatchNorm statistics after adaptation (eval.norm_stats)
 

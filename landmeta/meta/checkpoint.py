@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.torch_version import TorchVersion
 from torch import nn
+from torch.torch_version import TorchVersion
 
 from landmeta.config import config_from_dict
 from landmeta.errors import CheckpointError, LandmetaError

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from landmeta.classes import IGNORE_INDEX
 from landmeta.config import MetaConfig
 from landmeta.errors import ConfigError
 from landmeta.models.batchnorm import BatchNormMode
@@ -38,8 +39,6 @@ from landmeta.models.batchnorm import BatchNormMode
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
-MAML_METHODS = ("maml", "fomaml", "metasgd", "anil", "boil")
-IGNORE_INDEX = 255
 NORM_STATS = ("running_mean", "running_var", "num_batches_tracked")  # BatchNorm buffer names
 
 

@@ -31,15 +31,15 @@ from landmeta.data.store import ChipStore
 from landmeta.data.tasks import Task, load_or_create_tasks
 from landmeta.data.transforms import BatchMaker
 from landmeta.errors import CheckpointError, ConfigError, OutputExistsError, TrainingError
-from landmeta.evaluation.metrics import metric_names, task_metrics
 from landmeta.io import atomic_write_json, atomic_write_text, code_version, output_lock, provenance
-from landmeta.meta.adapt import adapt
 from landmeta.meta import distributed as dd
+from landmeta.meta.adapt import adapt
 from landmeta.meta.checkpoint import load_checkpoint, save_checkpoint
 from landmeta.meta.feed import MetaBatches, PooledBatches, TaskDraw, pretraining_pool, steps_data
-from landmeta.meta.maml import (MAML_METHODS, InnerRates, StepNorms, build_rates, build_step_norms, meta_step,
-                                rate_mode, task_loss)
+from landmeta.meta.maml import InnerRates, StepNorms, build_rates, build_step_norms, meta_step, rate_mode, task_loss
+from landmeta.metrics import metric_names, task_metrics
 from landmeta.models import build_model
+from landmeta.vocab import MAML_METHODS
 
 METRICS_FIELDS = ["step", "loss", "train_metric", "val_metric", "lr", "seconds"]
 STOPS = ["done", "early-stopped", "interrupted"]  # run statuses, in order of precedence across ranks

@@ -10,7 +10,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
 from landmeta.reporting.plots import save_figure
-from landmeta.reporting.text import mpl_text
+from landmeta.text import mpl_text
 
 
 def region_gain(results: pd.DataFrame, regions: pd.DataFrame, reference: str, baseline: str,

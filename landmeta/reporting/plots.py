@@ -9,8 +9,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from landmeta.classes import IGNORE_INDEX
 from landmeta.io import atomic_path
-from landmeta.reporting.text import mpl_text
+from landmeta.text import mpl_text
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
@@ -47,7 +48,7 @@ def _legend(fig: Figure, class_ids: list[int], names: list[str], colors: np.ndar
                bbox_to_anchor=(0.5, -0.02))
 
 
-def colour_mask(mask: np.ndarray, colors: np.ndarray, ignore_index: int = 255) -> np.ndarray:
+def colour_mask(mask: np.ndarray, colors: np.ndarray, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 RGB; ignored pixels dark grey."""
     out = np.full(mask.shape + (3,), 40, np.uint8)
     known = mask != ignore_index
@@ -56,7 +57,7 @@ def colour_mask(mask: np.ndarray, colors: np.ndarray, ignore_index: int = 255) -
 
 
 def segmentation_example(ex: dict, names: list[str], colors: np.ndarray, path: Path,
-                         ignore_index: int = 255, max_rows: int = 2) -> Path:
+                         ignore_index: int = IGNORE_INDEX, max_rows: int = 2) -> Path:
     """Rows of query chips: image, ground truth, then each method's prediction; a support chip and its
     mask first (0-shot: none)."""
     methods = list(ex["predictions"])

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from pyproj import Transformer
 from affine import Affine
+from pyproj import Transformer
 from scipy.ndimage import gaussian_filter
 
 from landmeta.data.sen12ms import S1_BANDS, S2_BANDS

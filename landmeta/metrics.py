@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
+from landmeta.classes import IGNORE_INDEX
 from landmeta.errors import TaskError
 
 CLASSIFICATION_METRICS = ("accuracy", "kappa", "macro_f1")
@@ -55,7 +56,7 @@ def kappa_from_confusion(cm: np.ndarray) -> float:
     return float((observed - expected) / (1.0 - expected))
 
 
-def segmentation_metrics(y_true, y_pred, ignore_index: int = 255) -> dict[str, float]:
+def segmentation_metrics(y_true, y_pred, ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
     """mIoU over the classes present in `y_true`, pixel accuracy and kappa; `ignore_index` pixels excluded.
 
     A class absent from the ground truth never enters the mean (predicting it only lowers the IoU of
@@ -82,7 +83,7 @@ def segmentation_metrics(y_true, y_pred, ignore_index: int = 255) -> dict[str, f
     }
 
 
-def task_metrics(kind: str, y_true, y_pred, ignore_index: int = 255, labels=None) -> dict[str, float]:
+def task_metrics(kind: str, y_true, y_pred, ignore_index: int = IGNORE_INDEX, labels=None) -> dict[str, float]:
     """The metrics of one task of either kind."""
     if kind == "classification":
         return classification_metrics(y_true, y_pred, labels=labels)
