@@ -6,18 +6,19 @@ another. Unknown keys and wrong types raise ConfigError naming the key and the f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal
 
 import yaml
 
 from landmeta.errors import ConfigError
-from landmeta.vocab import TaskKind, TrainMethod
+from landmeta.vocab import HEAD, TaskKind, TrainMethod
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -76,7 +77,7 @@ class MetaConfig:
     outer_lr: float = 1e-3
     grad_clip: float = 10.0
     steps: int = 200
-    head_pattern: str = "head"  # first name component of the head (also matches smp's segmentation_head)
+    head_pattern: str = HEAD  # first name component of the head (also matches smp's segmentation_head)
     class_head: Literal["task", "global"] = "task"  # classification: N task-local outputs, or one per
     # store class with each task using its classes' rows (the class identities carry over regions)
     per_step_bn: bool = False  # MAML++: BatchNorm running statistics kept per inner step (meta/maml.py)
@@ -334,7 +335,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
     """Load a config file (or the defaults) and apply `--set` overrides, checking every key."""
     raw: dict[str, Any] = {}
     source = "defaults"
@@ -342,7 +343,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         resolved = resolve_config_path(path)
         raw = _read_yaml(resolved)
         source = str(resolved)
-    config = _build(Config, raw, source)
+    return apply_overrides(_build(Config, raw, source), overrides)
+
+
+def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """A copy of `config` with `--set section.key=value` overrides applied, each key and value checked."""
+    config = copy.deepcopy(config)
     for text in overrides:
         keys, value = parse_override(text)
         _apply(config, keys, value, f"--set {text}")

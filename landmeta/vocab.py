@@ -21,3 +21,5 @@ TrainMethod = Literal[MamlMethod, "pretrain"]  # what `landmeta train` runs (met
 TRAIN_METHODS: tuple[TrainMethod, ...] = get_args(TrainMethod)
 Method = Literal[TrainMethod, "random"]  # what a checkpoint was made by ("random": untrained, seeded init)
 METHODS: tuple[Method, ...] = get_args(Method)
+
+HEAD = "head"  # name of a model's last layer (`segmentation_head` in an smp U-Net); `meta.head_pattern`

@@ -24,7 +24,7 @@ from landmeta.data.tasks import load_or_create_tasks  # noqa: E402
 from landmeta.data.transforms import BatchMaker  # noqa: E402
 from landmeta.evaluation.protocol import evaluate  # noqa: E402
 from landmeta.meta.adapt import adapt  # noqa: E402
-from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from landmeta.meta.checkpoint import Checkpoint  # noqa: E402
 
 
 def main() -> None:
@@ -35,8 +35,8 @@ def main() -> None:
         root = Path(tmp)
         store = ChipStore.open(make_store(root / "store", chip_size=32))
         runs = [write_checkpoint(root / f"{m}.pt", store, m, "classification") for m in ("maml", "pretrain")]
-        ckpt = load_checkpoint(runs[1])
-        model = model_from_checkpoint(ckpt)
+        ckpt = Checkpoint.load(runs[1])
+        model = ckpt.model()
         task = load_or_create_tasks(store, "val", "classification", 4, 2, 4, 1, 0)[0]
         t = BatchMaker(store).task_tensors(task)
         print("fine-tune 50 Adam steps, 4-way 2-shot, tiny conv, 32 px (wall s / cpu s):")

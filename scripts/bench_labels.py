@@ -73,20 +73,18 @@ def write_labels(path: Path, count: int, size: int, seed: int = 1) -> Path:
 def make_checkpoint(path: Path) -> Path:
     """The default U-Net (random weights) trained on 256-px store chips resized to 128."""
     import torch
-    from landmeta.config import Config, config_to_dict
-    from landmeta.meta.checkpoint import save_checkpoint
+    from landmeta.config import Config
+    from landmeta.meta.checkpoint import Checkpoint
     from landmeta.models import build_model
 
     torch.manual_seed(0)
     config = Config()
     config.task.kind, config.model.name = "segmentation", "unet"
     model = build_model(config.model, len(BANDS), len(CLASSES), "segmentation")
-    save_checkpoint(path, {
-        "method": "maml", "task_kind": "segmentation", "config": config_to_dict(config),
-        "model_state": model.state_dict(), "inner_lrs": None, "bands": BANDS, "class_names": CLASSES,
-        "norm": {"mean": [0.2] * len(BANDS), "std": [0.1] * len(BANDS)}, "chip_size": 128,
-        "store_chip_size": 256, "in_channels": len(BANDS), "num_classes": len(CLASSES), "step": 0,
-        "provenance": {"benchmark": True}})
+    Checkpoint(method="maml", kind="segmentation", config=config, model_state=model.state_dict(),
+               bands=tuple(BANDS), class_names=tuple(CLASSES), class_colors=None, norm_mean=(0.2,) * len(BANDS),
+               norm_std=(0.1,) * len(BANDS), chip_size=128, store_chip_size=256, in_channels=len(BANDS),
+               num_classes=len(CLASSES), step=0, provenance={"benchmark": True}).save(path)
     return path
 
 
@@ -95,9 +93,9 @@ def child(args: argparse.Namespace) -> dict:
     import warnings
 
     from landmeta.inference.labels import LabelSource, read_label_support
-    from landmeta.meta.checkpoint import load_checkpoint
+    from landmeta.meta.checkpoint import Checkpoint
 
-    ckpt = load_checkpoint(args.checkpoint)
+    ckpt = Checkpoint.load(args.checkpoint)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started, cpu = time.perf_counter(), time.process_time()
     with warnings.catch_warnings(record=True):

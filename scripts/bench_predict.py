@@ -33,8 +33,9 @@ RGB = ["red", "green", "blue"]
 def make_checkpoint(path: Path, bands: list[str], classes: int, chip_size: int, store_chip_size: int) -> Path:
     """The default U-Net of landmeta (resnet18, depth 3), random weights, saved as a checkpoint."""
     import torch
-    from landmeta.config import Config, config_to_dict
-    from landmeta.meta.checkpoint import save_checkpoint
+
+    from landmeta.config import Config
+    from landmeta.meta.checkpoint import Checkpoint
     from landmeta.models import build_model
 
     torch.manual_seed(0)
@@ -43,13 +44,11 @@ def make_checkpoint(path: Path, bands: list[str], classes: int, chip_size: int, 
     config.model.name = "unet"
     model = build_model(config.model, len(bands), classes, "segmentation")
     scale = 10000.0 if len(bands) > 3 else 255.0
-    save_checkpoint(path, {
-        "method": "maml", "task_kind": "segmentation", "config": config_to_dict(config),
-        "model_state": model.state_dict(), "inner_lrs": None, "bands": bands,
-        "class_names": [f"class {i}" for i in range(classes)],
-        "norm": {"mean": [1000.0 / scale] * len(bands), "std": [500.0 / scale] * len(bands)},
-        "chip_size": chip_size, "store_chip_size": store_chip_size, "in_channels": len(bands),
-        "num_classes": classes, "step": 0, "provenance": {"benchmark": True}})
+    Checkpoint(method="maml", kind="segmentation", config=config, model_state=model.state_dict(), bands=tuple(bands),
+               class_names=tuple(f"class {i}" for i in range(classes)), class_colors=None,
+               norm_mean=(1000.0 / scale,) * len(bands), norm_std=(500.0 / scale,) * len(bands),
+               chip_size=chip_size, store_chip_size=store_chip_size, in_channels=len(bands), num_classes=classes,
+               step=0, provenance={"benchmark": True}).save(path)
     return path
 
 
@@ -115,9 +114,10 @@ def child_predict(args: argparse.Namespace) -> dict:
     the clock) and the whole command (model build, quick-look, PNG/QML/JSON outputs), keeping the
     fastest of each (the machine is shared: the minimum is the least disturbed)."""
     import rasterio
+
     from landmeta.inference.mapping import PredictOptions, predict_maps
-    from landmeta.meta.checkpoint import load_checkpoint
-    ckpt = load_checkpoint(args.ckpt)
+    from landmeta.meta.checkpoint import Checkpoint
+    ckpt = Checkpoint.load(args.ckpt)
     with rasterio.open(args.input) as src:
         height, width = src.height, src.width
     options = PredictOptions(window=args.window, overlap=args.overlap, batch=args.batch, overwrite=True)
@@ -143,14 +143,16 @@ def pipeline(ckpt: dict, path: Path, out: Path, options) -> tuple[float, float]:
     """(wall, CPU) seconds of the sliding window alone: strips predicted and written as the two
     GeoTIFFs (model built and scene opened before the clock, as for the bare forward pass)."""
     import warnings
+
     import rasterio
-    from landmeta.inference.maps import GDAL_CACHE_MB, _write_rasters
+
     from landmeta.inference.mapping import legend_of, resolve_window, window_model
+    from landmeta.inference.maps import GDAL_CACHE_MB, _write_rasters
     from landmeta.inference.predict import predict_strips
     from landmeta.inference.scene import open_scene
     wm = window_model(ckpt)
     window, overlap = resolve_window(ckpt, options)
-    with open_scene(path, list(ckpt["bands"])) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+    with open_scene(path, list(ckpt.bands)) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wall, cpu = time.perf_counter(), time.process_time()
@@ -164,13 +166,15 @@ def bare_forward(ckpt: dict, height: int, width: int, window: int, batch: int) -
     """(wall, CPU) seconds of the model alone over height x width pixels: non-overlapping windows of
     the sizes predict uses (last ones cut the same way), batched alike, inputs already in memory."""
     import torch
+
+    from landmeta.data.chips import sliding_windows
     from landmeta.inference.mapping import window_model
-    from landmeta.inference.predict import _batches, window_layout
+    from landmeta.inference.predict import _batches
     wm = window_model(ckpt)
-    ys = window_layout(height, window, 0, wm.edge_multiple, False)
-    xs = window_layout(width, window, 0, wm.edge_multiple, False)
+    ys = sliding_windows(height, window, 0, wm.edge_multiple, False)
+    xs = sliding_windows(width, window, 0, wm.edge_multiple, False)
     groups = [(h, xs[g[0]][1], len(g)) for _, h in ys for g in _batches(xs, batch)]
-    bands = len(ckpt["bands"])
+    bands = len(ckpt.bands)
     inputs = {(h, w, n): torch.randn(n, bands, wm.model_size(h), wm.model_size(w)) for h, w, n in set(groups)}
     wall, cpu = time.perf_counter(), time.process_time()
     with torch.inference_mode():

@@ -33,7 +33,7 @@ from landmeta.data.store import ChipStore
 from landmeta.data.tasks import sample_task
 from landmeta.data.transforms import BatchMaker
 from landmeta.meta.maml import build_rates, meta_step
-from landmeta.meta.trainer import new_model, prepare
+from landmeta.meta.run_setup import new_model, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STORE = ROOT / "demo" / "data" / "sen12ms"

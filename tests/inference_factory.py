@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from rasterio.transform import from_origin
 
-from landmeta.config import Config, config_to_dict
-from landmeta.meta.checkpoint import save_checkpoint
+from landmeta.config import Config
+from landmeta.meta.checkpoint import Checkpoint
 from landmeta.models import build_model
 
 UTM = "EPSG:32631"  # UTM zone 31N
@@ -40,16 +40,11 @@ def make_checkpoint(path: Path, kind: str = "segmentation", bands: tuple[str, ..
         config.model.name, config.model.width, config.model.depth = "conv", 16, 3
     k = num_classes or len(class_names)
     model = build_model(config.model, len(bands), k, kind)
-    payload = {"method": method, "task_kind": kind, "config": config_to_dict(config),
-               "model_state": model.state_dict(), "inner_lrs": None, "bands": list(bands),
-               "class_names": list(class_names), "norm": {"mean": [0.1] * len(bands), "std": [0.05] * len(bands)},
-               "chip_size": chip_size, "in_channels": len(bands), "num_classes": k, "step": 0,
-               "provenance": {"test": True}}
-    if colors is not None:
-        payload["class_colors"] = [list(c) for c in colors]
-    if store_chip_size is not None:
-        payload["store_chip_size"] = store_chip_size
-    save_checkpoint(path, payload)
+    Checkpoint(method=method, kind=kind, config=config, model_state=model.state_dict(), bands=tuple(bands),
+               class_names=tuple(class_names), class_colors=None if colors is None else tuple(map(tuple, colors)),
+               norm_mean=(0.1,) * len(bands), norm_std=(0.05,) * len(bands), chip_size=chip_size,
+               store_chip_size=store_chip_size or chip_size, in_channels=len(bands), num_classes=k, step=0,
+               provenance={"test": True}).save(path)
     return path
 
 

@@ -8,14 +8,23 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from inference_factory import (
+    CLASSES,
+    COLORS,
+    check_qgis,
+    class_field,
+    has_qgis,
+    make_checkpoint,
+    reflectance,
+    write_geotiff,
+    write_png,
+)
 
-from inference_factory import (CLASSES, COLORS, check_qgis, class_field, has_qgis, make_checkpoint, reflectance,
-                               write_geotiff, write_png)
 from landmeta.cli import main
 from landmeta.errors import DataError
 from landmeta.inference.support import read_support
 from landmeta.meta.adapt import adapt
-from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -50,12 +59,12 @@ def test_adapt_then_predict_a_held_out_scene(tmp_path, capsys):
     assert code == 0, err
     assert "5 tiles" in out and "20 steps" in out
     assert "adapt: 100%" in err and "20/20" in err  # the progress bar follows the steps
-    adapted = load_checkpoint(tmp_path / "models" / "region.pt")
-    assert adapted["method"] == "maml" and adapted["adapted_from"] == str(base.resolve())
-    assert adapted["adaptation"]["tiles"] == [f"images/t{i}.tif" for i in range(5)]
-    assert adapted["adaptation"]["steps"] == 20 and adapted["adaptation"]["lr"] == 0.1
-    assert adapted["adaptation"]["chips"] == 10  # each 64x96 tile gives two 64-px windows
-    assert "optimizer" not in adapted and adapted["class_names"] == CLASSES
+    adapted = Checkpoint.load(tmp_path / "models" / "region.pt")
+    assert adapted.method == "maml" and adapted.adapted_from == str(base.resolve())
+    assert adapted.adaptation["tiles"] == [f"images/t{i}.tif" for i in range(5)]
+    assert adapted.adaptation["steps"] == 20 and adapted.adaptation["lr"] == 0.1
+    assert adapted.adaptation["chips"] == 10  # each 64x96 tile gives two 64-px windows
+    assert adapted.training is None and list(adapted.class_names) == CLASSES
     truth = class_field(128, 192, seed=99)
     scene = write_geotiff(tmp_path / "scene.tif", reflectance(truth, 4, seed=99))
     before = _accuracy(capsys, base, scene, truth, tmp_path / "before")
@@ -67,27 +76,27 @@ def test_adapt_then_predict_a_held_out_scene(tmp_path, capsys):
 def test_on_step_is_called_once_per_adaptation_step(tmp_path, method, norm_stats):
     """The adapt progress bar advances once per inner-loop or fine-tuning step (BatchNorm
     statistics afterwards are not a step)."""
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt", method=method))
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "base.pt", method=method))
     data = read_support(_support(tmp_path / "support", tiles=2, size=(32, 32)), ckpt)
     seen: list[int] = []
-    adapt(ckpt, model_from_checkpoint(ckpt), data.x, data.y, steps=4, lr=0.01, norm_stats=norm_stats,
+    adapt(ckpt, ckpt.model(), data.x, data.y, steps=4, lr=0.01, norm_stats=norm_stats,
           on_step=lambda: seen.append(1))
     assert len(seen) == 4
 
 
 def test_class_map_renames_the_users_ids(tmp_path):
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt"))
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "base.pt"))
     support = _support(tmp_path / "support", tiles=1, size=(32, 32), mask_values=[2, 0, 1])  # Forest->2 ...
     (tmp_path / "classes.csv").write_text("cropland,0\nwater,1\nForest,2\n")
     data = read_support(support, ckpt, tmp_path / "classes.csv")
     truth = class_field(32, 32, seed=0)
     assert (data.y[0].numpy() == truth).all()  # back to the checkpoint's ids
     with pytest.raises(DataError, match="not in the checkpoint's classes"):
-        read_support(support, {**ckpt, "class_names": CLASSES[:2]})  # value 2 unknown without a map
+        read_support(support, ckpt.replace(class_names=tuple(CLASSES[:2])))  # value 2 unknown without a map
 
 
 def test_rgb_masks_are_read_with_the_checkpoints_colours(tmp_path):
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt"))
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "base.pt"))
     truth = class_field(32, 32, seed=3)
     write_geotiff(tmp_path / "s" / "images" / "a.tif", reflectance(truth, 4))
     rgb = np.asarray(COLORS, dtype=np.uint8)[truth]
@@ -146,9 +155,9 @@ def test_classifier_adapts_to_class_folders_and_maps_coarsely(tmp_path, capsys):
     code, _, err = _run(capsys, "adapt", "--checkpoint", base, "--support", support,
                         "--out", tmp_path / "m.pt", "--steps", 10, "--lr", 0.1)
     assert code == 0, err
-    adapted = load_checkpoint(tmp_path / "m.pt")
-    assert adapted["class_names"] == ["Forest", "Water"]  # folders, sorted: the adapted outputs
-    assert adapted["class_colors"] == [list(COLORS[0]), list(COLORS[2])]
+    adapted = Checkpoint.load(tmp_path / "m.pt")
+    assert adapted.class_names == ("Forest", "Water")  # folders, sorted: the adapted outputs
+    assert adapted.class_colors == (COLORS[0], COLORS[2])
     truth = np.kron(np.array([[0, 2], [2, 0]]), np.ones((32, 32), np.int64)).astype(np.uint8)
     scene = write_geotiff(tmp_path / "scene.tif", reflectance(truth, 4, seed=9))
     code, _, err = _run(capsys, "predict", "--model", tmp_path / "m.pt", "--input", scene, "--out", tmp_path / "maps")
@@ -193,8 +202,8 @@ def test_trained_unet_adapts_to_a_held_out_region_and_maps_it(synth_tiny, tmp_pa
     code, out, err = _run(capsys, "adapt", "--checkpoint", run / "best.pt", "--support", support,
                           "--out", tmp_path / "region.pt", "--class-map", tmp_path / "igbp.csv")
     assert code == 0, err
-    adapted = load_checkpoint(tmp_path / "region.pt")
-    assert adapted["adaptation"]["chips"] == 8  # 2 patches of 256² in 128-px chips (the store's size)
+    adapted = Checkpoint.load(tmp_path / "region.pt")
+    assert adapted.adaptation["chips"] == 8  # 2 patches of 256² in 128-px chips (the store's size)
     code, out, err = _run(capsys, "predict", "--model", tmp_path / "region.pt", "--input", patches[2],
                           "--out", tmp_path / "maps", "--polygons")
     assert code == 0, err

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from landmeta.cli import main
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 from landmeta.meta.distributed import World, my_share
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -49,7 +49,7 @@ def launch(store: Path, out: Path, steps: int, *extra: str) -> subprocess.Popen:
 
 
 def params(path: Path) -> dict[str, torch.Tensor]:
-    return load_checkpoint(path)["model_state"]
+    return Checkpoint.load(path).model_state
 
 
 def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -89,8 +89,8 @@ def test_rank_death_resume_and_parity_with_one_process(store: Path, tmp_path: Pa
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert "a training process failed" in err and "is intact, continue with --resume" in err
-    killed_at = load_checkpoint(run / "last.pt")["step"]
-    assert 2 <= killed_at < steps and load_checkpoint(run / "last.pt")["processes"] == 2
+    killed_at = Checkpoint.load(run / "last.pt").step
+    assert 2 <= killed_at < steps and Checkpoint.load(run / "last.pt").training["processes"] == 2
 
     # 2. Resumed with two processes, and (a copy) with one: both end where the single-process run ends.
     shutil.copytree(run, tmp_path / "one")
@@ -163,6 +163,6 @@ def test_ctrl_c_saves_before_stopping(store: Path, tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "interrupted; the last checkpoint" in err and "Traceback" not in err
     logged = pd.read_csv(run / "metrics.csv")["step"]
-    saved = load_checkpoint(run / "last.pt")["step"]
+    saved = Checkpoint.load(run / "last.pt").step
     assert saved == logged.iloc[-1] < 1000
     assert f"interrupted at step {saved}" in out

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from store_factory import make_store
 from torch import nn
 
 from landmeta.cli import main
@@ -21,9 +22,8 @@ from landmeta.evaluation.protocol import EvalSetup, Evaluator, evaluate, tuning_
 from landmeta.evaluation.results import read_examples
 from landmeta.evaluation.stats import mean_ci
 from landmeta.meta.adapt import adapt, set_norm_stats
-from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 from landmeta.models import build_model
-from store_factory import make_store
 
 FAST = ["eval.finetune_steps=[3]", "eval.finetune_lrs=[0.01]", "eval.finetune_layers=[all]", "eval.rf_trees=10",
         "eval.bootstrap=500", "eval.examples=1", "meta.test_inner_steps=2", "task.q_query=2"]
@@ -35,12 +35,11 @@ def write_checkpoint(path: Path, store: ChipStore, method: str, kind: str, **cha
     num_classes = config.task.n_way if kind == "classification" and method != "pretrain" else store.num_classes
     torch.manual_seed(0)
     model = build_model(config.model, len(store.bands), num_classes, kind)
-    payload = {"method": method, "task_kind": kind, "config": config_to_dict(config),
-               "model_state": model.state_dict(), "inner_lrs": None, "bands": store.bands,
-               "class_names": store.class_names, "norm": {"mean": store.mean.tolist(), "std": store.std.tolist()},
-               "chip_size": store.chip_size, "in_channels": len(store.bands), "num_classes": num_classes,
-               "step": 0, "provenance": {"made_by": "tests/test_evaluate.py"}} | changes
-    save_checkpoint(path, payload)
+    Checkpoint(method=method, kind=kind, config=config, model_state=model.state_dict(), bands=tuple(store.bands),
+               class_names=tuple(store.class_names), class_colors=None, norm_mean=tuple(store.mean.tolist()),
+               norm_std=tuple(store.std.tolist()), chip_size=store.chip_size, store_chip_size=store.chip_size,
+               in_channels=len(store.bands), num_classes=num_classes, step=0,
+               provenance={"made_by": "tests/test_evaluate.py"}).replace(**changes).save(path)
     return path
 
 
@@ -138,7 +137,7 @@ def test_bad_checkpoints(setup, tmp_path):
     with pytest.raises(CheckpointError, match="foreign.pt: not a readable checkpoint"):
         evaluate(store_path, [foreign], tmp_path / "r", config, shots=[1], tasks=2)
     other = write_checkpoint(tmp_path / "other.pt", store, "maml", "classification",
-                             class_names=[f"c{i}" for i in range(store.num_classes)])
+                             class_names=tuple(f"c{i}" for i in range(store.num_classes)))
     with pytest.raises(CheckpointError, match="other.pt: classes .* do not match"):
         evaluate(store_path, [other], tmp_path / "r", config, shots=[1], tasks=2)
     with pytest.raises(CheckpointError, match="maml/best.pt: a 4-way classifier; the tasks are 3-way"):
@@ -315,14 +314,14 @@ def test_unknown_norm_policy_is_refused():
 
 def test_adapt_follows_the_policy_and_random_init_uses_the_support(setup):
     _, _, store, runs = setup
-    ckpt = load_checkpoint(runs[1] / "best.pt")
-    model = model_from_checkpoint(ckpt)
+    ckpt = Checkpoint.load(runs[1] / "best.pt")
+    model = ckpt.model()
     xs, ys = torch.randn(4, len(store.bands), 32, 32) + 3, torch.arange(4)
     trained = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
     kept = adapt(ckpt, model, xs, ys, steps=0, classes=[0, 1, 2, 3], norm_stats="trained").state_dict()
     assert all(torch.equal(kept[k], v) for k, v in trained.items())
     moved = adapt(ckpt, model, xs, ys, steps=0, classes=[0, 1, 2, 3], norm_stats="support").state_dict()
     assert not any(torch.equal(moved[k], v) for k, v in trained.items())
-    rand = adapt(ckpt | {"method": "random"}, model, xs, ys, steps=0, classes=[0, 1, 2, 3],
+    rand = adapt(ckpt.replace(method="random"), model, xs, ys, steps=0, classes=[0, 1, 2, 3],
                  norm_stats="trained").state_dict()  # an untrained network has no statistics of its own
     assert all(torch.equal(rand[k], moved[k]) for k in trained)

@@ -12,7 +12,7 @@ from landmeta.cli import main
 from landmeta.data.store import ChipStore
 from landmeta.data.transforms import BatchMaker
 from landmeta.errors import ConfigError
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 from landmeta.meta.distributed import World
 from landmeta.meta.feed import MetaBatches, PooledBatches, pretraining_pool, steps_data
 
@@ -52,6 +52,6 @@ def test_training_with_workers_matches_training_without(store: Path, tmp_path: P
         assert main(["train", "--config", "tiny", "--data", str(store), "--out", str(out), "--no-progress",
                      "--set", "meta.steps=4", "--set", "train.val_every=100",
                      "--set", f"train.workers={workers}"]) == 0
-        runs[workers] = load_checkpoint(out / "last.pt")["model_state"]
+        runs[workers] = Checkpoint.load(out / "last.pt").model_state
     for name, value in runs[0].items():
         assert torch.equal(value, runs[2][name]), name

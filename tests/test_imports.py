@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import re
 from pathlib import Path
 
@@ -72,3 +74,13 @@ def test_the_rule_sees_a_violation(tmp_path: Path) -> None:
     finally:
         probe.unlink()
     assert found == ["landmeta.evaluation", "landmeta.reporting.report"]
+
+
+def test_public_api_resolves_and_import_stays_light() -> None:
+    """`import landmeta` loads no torch; every name in `landmeta.__all__` is there on first use."""
+    code = ("import sys, landmeta; assert 'torch' not in sys.modules; "
+            "missing = [n for n in landmeta.__all__ if getattr(landmeta, n, None) is None]; "
+            "assert not missing, missing; print(landmeta.adapt.__name__, landmeta.Checkpoint.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["adapt_checkpoint", "Checkpoint"]

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from inference_factory import CLASSES, TRANSFORM, UTM, class_field, make_checkpoint, reflectance, write_geotiff
 from rasterio.features import rasterize
 from shapely.geometry import LineString, Point, box
 
-from inference_factory import CLASSES, TRANSFORM, UTM, class_field, make_checkpoint, reflectance, write_geotiff
 from landmeta.cli import main
-from landmeta.errors import DataError, LandmetaWarning
-from landmeta.inference.labels import LabelSource, plan_windows, read_label_support
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.data.chips import around_features
+from landmeta.errors import LandmetaWarning
+from landmeta.inference.labels import LabelSource, read_label_support
+from landmeta.meta.checkpoint import Checkpoint
 
 BIGEARTHNET = Path("/work/shared/data/bigearthnet-s2/S2_patches")
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "examples" / "bigearthnet-labels.gpkg"
@@ -71,7 +72,7 @@ def _mosaic(data, shape: tuple[int, int]) -> np.ndarray:
 def test_polygons_and_points_in_another_crs_land_on_the_right_pixels(tmp_path):
     """Polygons and points written in EPSG:4326 over a UTM scene rasterise to the pixels they were drawn on."""
     scene, _ = _scene(tmp_path)
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt", chip_size=64, store_chip_size=64))
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "base.pt", chip_size=64, store_chip_size=64))
     geoms = [_pixel_box(10, 20, 30, 50), _pixel_box(100, 100, 110, 140), _pixel_point(150.5, 60.5),
              _pixel_point(170.2, 170.7)]
     labels = _labels(tmp_path / "labels.gpkg", geoms, ["Forest", "water", "Cropland", "Water"])
@@ -94,7 +95,7 @@ def test_polygons_and_points_in_another_crs_land_on_the_right_pixels(tmp_path):
 
 def test_default_point_radius_is_one_model_pixel(tmp_path):
     scene, _ = _scene(tmp_path)
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt", chip_size=32, store_chip_size=64))
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "base.pt", chip_size=32, store_chip_size=64))
     labels = _labels(tmp_path / "p.geojson", [_pixel_point(100.5, 100.5)], ["Forest"], crs="EPSG:3857")
     data = read_label_support(LabelSource(scene, labels), ckpt)
     assert data.point_radius == 2.0  # 64-px store chips resized to 32: a model pixel is 2 scene pixels
@@ -108,7 +109,7 @@ def test_windows_do_not_overlap_and_hold_every_label(tmp_path):
     """Many small polygons, some touching or close: non-overlapping windows covering all labelled pixels."""
     rng = np.random.default_rng(1)
     scene, _ = _scene(tmp_path, size=(500, 500))
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "base.pt", chip_size=64, store_chip_size=64))
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "base.pt", chip_size=64, store_chip_size=64))
     geoms, classes = [], []
     for _ in range(80):
         r, c = rng.integers(0, 490, size=2)
@@ -130,12 +131,12 @@ def test_windows_do_not_overlap_and_hold_every_label(tmp_path):
 
 def test_window_plan_bounds_large_features_and_edges():
     """A large polygon gets at most 4 windows; windows fit the scene where they can; no overlaps."""
-    windows = plan_windows(np.array([[0, 0, 1000, 1000]]), 2000, 2000, 128)
+    windows = around_features(np.array([[0, 0, 1000, 1000]]), 2000, 2000, 128)
     assert len(windows) == 4
     rng = np.random.default_rng(0)
     starts = rng.integers(0, 1000, size=(300, 2))
     boxes = np.concatenate([starts, starts + rng.integers(1, 60, size=(300, 2))], axis=1).clip(0, 1000)
-    windows = plan_windows(boxes, 1000, 1000, 128, per_feature=10 ** 6)
+    windows = around_features(boxes, 1000, 1000, 128, per_feature=10 ** 6)
     cover = np.zeros((1100, 1100), dtype=int)
     for r, c, h, w in windows:  # a cluster wider than 7 windows runs past the edge (by less than a window)
         assert 0 <= r and 0 <= c and r + h < 1000 + 128 and c + w < 1000 + 128 and (h, w) == (128, 128)
@@ -143,8 +144,8 @@ def test_window_plan_bounds_large_features_and_edges():
     assert cover.max() == 1
     for r0, c0, r1, c1 in boxes:
         assert (cover[r0:r1, c0:c1] == 1).all()
-    assert plan_windows(np.array([[5, 5, 10, 10]]), 40, 300, 128) == [(0, 0, 40, 128)]  # short side: one window
-    inside = plan_windows(boxes // 2, 1000, 1000, 128, per_feature=10 ** 6)  # a cluster that fits: inside
+    assert around_features(np.array([[5, 5, 10, 10]]), 40, 300, 128) == [(0, 0, 40, 128)]  # short side: one window
+    inside = around_features(boxes // 2, 1000, 1000, 128, per_feature=10 ** 6)  # a cluster that fits: inside
     assert all(r + h <= 1000 and c + w <= 1000 for r, c, h, w in inside)
 
 
@@ -154,7 +155,7 @@ def test_overlapping_classes_are_unlabelled_and_warned(tmp_path, capsys):
     labels = _labels(tmp_path / "o.gpkg", [_pixel_box(10, 10, 30, 30), _pixel_box(20, 20, 40, 40),
                                            _pixel_box(35, 35, 45, 45)], ["Forest", "Water", "Water"])
     with pytest.warns(LandmetaWarning, match="100 pixels where features of different classes overlap"):
-        data = read_label_support(LabelSource(scene, labels), load_checkpoint(base))
+        data = read_label_support(LabelSource(scene, labels), Checkpoint.load(base))
     mask = _mosaic(data, (200, 200))
     assert (mask[20:30, 20:30] == 255).all() and (mask[10:20, 10:20] == 0).all()
     assert (mask[36:40, 36:40] == 2).all()  # same class overlapping: labelled
@@ -187,8 +188,8 @@ def test_adapt_from_a_labels_file_maps_the_region_better(tmp_path, capsys):
                              "--out", out, "--steps", STEPS, "--lr", 0.1)
     assert code == 0, err
     assert "40 labelled features" in stdout
-    adapted = load_checkpoint(out)
-    info = adapted["adaptation"]
+    adapted = Checkpoint.load(out)
+    info = adapted.adaptation
     assert info["support"] == str(labels.resolve()) and info["labels"]["scene"] == str(scene.resolve())
     assert info["labels"]["features"] == 40 and info["chips"] == len(info["labels"]["windows"]) == len(info["tiles"])
     truth = class_field(128, 192, seed=99)
@@ -200,7 +201,7 @@ def test_adapt_from_a_labels_file_maps_the_region_better(tmp_path, capsys):
 
 def test_classifier_gets_each_windows_majority_class(tmp_path):
     scene, _ = _scene(tmp_path, size=(200, 200))
-    ckpt = load_checkpoint(make_checkpoint(tmp_path / "c.pt", kind="classification", chip_size=32,
+    ckpt = Checkpoint.load(make_checkpoint(tmp_path / "c.pt", kind="classification", chip_size=32,
                                            store_chip_size=32))
     labels = _labels(tmp_path / "c.gpkg", [_pixel_box(10, 10, 30, 30), _pixel_box(150, 150, 160, 170),
                                            _pixel_point(100, 40)], ["Water", "Forest", "Water"])
@@ -279,7 +280,7 @@ def test_example_labels_adapt_on_the_real_bigearthnet_patch(tmp_path, capsys):
     assert 10 <= (frame.geom_type == "Polygon").sum() <= 20 and (frame.geom_type == "Point").sum() >= 3
     base = make_checkpoint(tmp_path / "s2.pt", bands=tuple(S2_12), class_names=SIMPLIFIED_CLASSES,
                            colors=SIMPLIFIED_COLORS, chip_size=32, store_chip_size=32)
-    data = read_label_support(LabelSource(EXAMPLE_PATCH, EXAMPLE), load_checkpoint(base))
+    data = read_label_support(LabelSource(EXAMPLE_PATCH, EXAMPLE), Checkpoint.load(base))
     assert data.outside == 0 and data.overlap_pixels == 0 and data.features == len(frame)
     assert set(data.support.y.unique().tolist()) - {255} == {SIMPLIFIED_CLASSES.index(c) for c in frame["class"]}
     code, out, err = _run(capsys, "adapt", "--checkpoint", base, "--scene", EXAMPLE_PATCH, "--labels", EXAMPLE,

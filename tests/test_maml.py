@@ -10,17 +10,34 @@ import pytest
 import torch
 
 from landmeta.cli import main
-from landmeta.config import Config, MetaConfig, ModelConfig, config_to_dict
+from landmeta.config import Config, MetaConfig, ModelConfig
 from landmeta.errors import ConfigError
 from landmeta.meta.adapt import adapt
-from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
-from landmeta.meta.maml import (InnerRates, adapted_names, build_rates, build_step_norms, forward, head_rows,
-                                inner_loop, meta_step, model_state, step_weights, task_loss)
+from landmeta.meta.checkpoint import Checkpoint
+from landmeta.meta.maml import (
+    InnerRates,
+    adapted_names,
+    build_rates,
+    build_step_norms,
+    forward,
+    head_rows,
+    inner_loop,
+    meta_step,
+    model_state,
+    step_weights,
+    task_loss,
+)
 from landmeta.models import build_model
 
 sys.path.insert(0, str(Path(__file__).parent))
 from store_factory import make_store  # noqa: E402
 
+
+def adaptable(config: Config, method: str, **fields) -> Checkpoint:
+    """What `adapt` reads of a checkpoint (method, kind, config, rates, step statistics); no weights."""
+    return Checkpoint(method=method, kind="classification", config=config, model_state={}, bands=(), class_names=(),
+                      class_colors=None, norm_mean=(), norm_std=(), chip_size=8, store_chip_size=8, in_channels=3,
+                      num_classes=4, step=0, **fields)
 
 def small_model(dtype: torch.dtype = torch.float64, width: int = 4) -> torch.nn.Module:
     torch.manual_seed(0)
@@ -188,7 +205,7 @@ def test_batchnorm_policy_running_stats() -> None:
     assert int(bn.num_batches_tracked) == 1
     config = Config()
     config.model = ModelConfig(name="conv", width=4, depth=2)
-    ckpt = {"method": "maml", "task_kind": "classification", "config": config_to_dict(config), "inner_lrs": None}
+    ckpt = adaptable(config, "maml")
     adapted = adapt(ckpt, model, xs, ys, steps=2)
     assert not adapted.training and model.body[1] is bn
     seen = []
@@ -236,7 +253,7 @@ def test_global_head_rows_get_the_meta_gradient_of_the_task_head() -> None:
 def test_random_init_head_is_never_cut_even_when_the_config_has_a_global_head() -> None:
     """The random-init baseline built from a global-head MAML run's config has an N-way head."""
     cfg = Config(model=ModelConfig(name="conv", width=4, depth=2), meta=MetaConfig(class_head="global"))
-    ckpt = {"config": config_to_dict(cfg), "method": "random", "task_kind": "classification"}
+    ckpt = adaptable(cfg, "random")
     torch.manual_seed(0)
     model = build_model(cfg.model, 3, 4, "classification")
     xs, ys = torch.randn(4, 3, 8, 8), torch.arange(4)
@@ -254,8 +271,7 @@ def test_adaptation_follows_learned_per_step_rates() -> None:
     with torch.no_grad():
         for rate in rates.rates.values():
             rate[0] = 0.0
-    ckpt = {"config": config_to_dict(cfg), "method": "maml", "task_kind": "classification",
-            "inner_lrs": rates.state_dict()}
+    ckpt = adaptable(cfg, "maml", inner_lrs=rates.state_dict())
     xs, ys, _, _ = small_task(torch.float32)
     one = adapt(ckpt, model, xs, ys, steps=1)
     two = adapt(ckpt, model, xs, ys, steps=2)
@@ -321,8 +337,7 @@ def test_adaptation_holds_the_statistics_of_the_step_reached() -> None:
     meta_step(model, rates, cfg, [task], outer_step=0, norms=norms)
     config = Config(model=ModelConfig(name="conv", width=4, depth=2), meta=cfg)
     config.eval.norm_stats = "trained"
-    ckpt = {"method": "maml", "task_kind": "classification", "config": config_to_dict(config),
-            "inner_lrs": None, "step_norm_stats": norms.state_dict()}
+    ckpt = adaptable(config, "maml", step_norm_stats=norms.state_dict())
     for steps, stats in [(0, 0), (1, 1), (2, 2), (5, 2)]:  # past K, the last set
         adapted = adapt(ckpt, model, task[0], task[1], steps=steps)
         expected = norms.at(dict(model.named_buffers()), stats)
@@ -344,15 +359,15 @@ def test_training_saves_and_resumes_per_step_statistics(tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = ["train", "--config", "tiny", "--data", str(store), "--out", str(out), "--no-progress"]
     assert main(args + ["--set", "meta.per_step_bn=true", "--set", "meta.inner_steps=2"]) == 0
-    first = load_checkpoint(out / "last.pt")["step_norm_stats"]
+    first = Checkpoint.load(out / "last.pt").step_norm_stats
     assert first is not None and all(bool((v == 4 * 2).all()) for k, v in first.items() if k.endswith("__count"))
     assert main(["train", "--data", str(store), "--out", str(out), "--no-progress", "--resume",
                  "--set", "meta.steps=5"]) == 0
-    ckpt = load_checkpoint(out / "last.pt")
-    second = ckpt["step_norm_stats"]
+    ckpt = Checkpoint.load(out / "last.pt")
+    second = ckpt.step_norm_stats
     assert all(bool((v == 5 * 2).all()) for k, v in second.items() if k.endswith("__count"))
     assert not torch.equal(first["body__1__mean"], second["body__1__mean"])
-    model = model_from_checkpoint(ckpt)
+    model = ckpt.model()
     xs = torch.randn(4, model.body[0].in_channels, 32, 32)
     adapted = adapt(ckpt, model, xs, torch.arange(4), steps=1, norm_stats="trained")
     torch.testing.assert_close(adapted.body[1].running_mean, second["body__1__mean"][0])

@@ -14,7 +14,7 @@ import pytest
 
 from landmeta.cli import main
 from landmeta.io import atomic_dir, atomic_write_text, output_lock
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from inference_factory import class_field, reflectance, write_geotiff, write_png  # noqa: E402
@@ -142,7 +142,7 @@ def test_two_training_processes_on_one_run(tmp_path: Path, capsys: pytest.Captur
         first.send_signal(signal.SIGINT)
         first.wait(60)
     assert first.returncode == 130  # interrupted cleanly: checkpoint and metrics agree
-    step = load_checkpoint(out / "last.pt")["step"]
+    step = Checkpoint.load(out / "last.pt").step
     assert len((out / "metrics.csv").read_text().splitlines()) == step + 1
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -11,12 +10,23 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from inference_factory import (
+    CLASSES,
+    COLORS,
+    UTM,
+    check_qgis,
+    class_field,
+    has_qgis,
+    make_checkpoint,
+    reflectance,
+    write_geotiff,
+    write_png,
+)
 from PIL import Image
 
-from inference_factory import (CLASSES, COLORS, UTM, check_qgis, class_field, has_qgis, make_checkpoint,
-                               reflectance, write_geotiff, write_png)
 from landmeta.cli import main
-from landmeta.inference.predict import MAX_STRETCH, WindowModel, predict_strips, window_layout
+from landmeta.data.chips import MAX_STRETCH, sliding_windows
+from landmeta.inference.predict import WindowModel, predict_strips
 from landmeta.inference.scene import open_scene
 
 BIGEARTHNET = Path("/work/shared/data/bigearthnet-s2/S2_patches")
@@ -61,7 +71,7 @@ def test_blending_equals_a_per_pixel_model_everywhere(tmp_path, window, overlap,
 def test_window_layout_covers_the_scene_without_thin_windows():
     for size in range(1, 3000, 37):
         for window, overlap, multiple in [(1024, 32, 32), (64, 16, 32), (512, 0, 8), (96, 48, 32)]:
-            layout = window_layout(size, window, overlap, multiple, fixed=False)
+            layout = sliding_windows(size, window, overlap, multiple, fixed=False)
             assert layout[0][0] == 0
             assert all(a + la - overlap == b for (a, la), (b, _) in zip(layout, layout[1:]))  # exact overlaps
             end = layout[-1][0] + layout[-1][1]
@@ -70,9 +80,9 @@ def test_window_layout_covers_the_scene_without_thin_windows():
             assert max(length for _, length in layout) <= window * MAX_STRETCH + multiple
             if len(layout) > 1:  # no window below about half the window (a sliver runs the model badly)
                 assert min(length for _, length in layout) >= (window * MAX_STRETCH + overlap) / 2
-    assert window_layout(2048, 1024, 32, 32, False) == [(0, 1024), (992, 1056)]  # not 1024, 1024, 64
-    assert window_layout(2448, 1024, 32, 32, False) == [(0, 1024), (992, 768), (1728, 736)]
-    assert window_layout(100, 32, 0, 32, True) == [(0, 32), (32, 32), (64, 32), (96, 32)]  # classifier windows
+    assert sliding_windows(2048, 1024, 32, 32, False) == [(0, 1024), (992, 1056)]  # not 1024, 1024, 64
+    assert sliding_windows(2448, 1024, 32, 32, False) == [(0, 1024), (992, 768), (1728, 736)]
+    assert sliding_windows(100, 32, 0, 32, True) == [(0, 32), (32, 32), (64, 32), (96, 32)]  # classifier windows
 
 
 def test_geotiff_maps_keep_crs_transform_colours_and_nodata(tmp_path, seg_ckpt, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -18,8 +17,8 @@ from landmeta.config import load_config
 from landmeta.data.store import ChipStore
 from landmeta.errors import CheckpointError
 from landmeta.meta.adapt import adapt
-from landmeta.meta.checkpoint import check_fits, load_checkpoint, model_from_checkpoint
-from landmeta.meta.trainer import random_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
+from landmeta.meta.run_setup import random_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from store_factory import make_store  # noqa: E402
@@ -55,11 +54,11 @@ def test_run_folder_contents(tiny_run: Path, store: Path) -> None:
     assert metrics["val_metric"].notna().sum() == 2  # val_every 2
     assert metrics["loss"].notna().all() and metrics["train_metric"].between(0, 1).all()
     assert load_config(tiny_run / "config.yaml").meta.steps == 4
-    last, best = load_checkpoint(tiny_run / "last.pt"), load_checkpoint(tiny_run / "best.pt")
-    assert last["step"] == 4 and best["best_val"] == metrics["val_metric"].max()
-    assert last["method"] == "maml" and last["num_classes"] == 4 and last["bands"] == ChipStore.open(store).bands
-    model = model_from_checkpoint(best)
-    assert not model.training and model(torch.zeros(2, last["in_channels"], 32, 32)).shape == (2, 4)
+    last, best = Checkpoint.load(tiny_run / "last.pt"), Checkpoint.load(tiny_run / "best.pt")
+    assert last.step == 4 and best.training["best_val"] == metrics["val_metric"].max()
+    assert last.method == "maml" and last.num_classes == 4 and list(last.bands) == ChipStore.open(store).bands
+    model = best.model()
+    assert not model.training and model(torch.zeros(2, last.in_channels, 32, 32)).shape == (2, 4)
 
 
 @pytest.mark.parametrize("method,extra", [
@@ -71,13 +70,13 @@ def test_run_folder_contents(tiny_run: Path, store: Path) -> None:
 def test_methods_train_and_adapt(method: str, extra: list[str], store: Path, tmp_path: Path) -> None:
     out = tmp_path / method
     assert main(train_args(store, out, "--method", method, "--set", "meta.steps=2", *extra)) == 0
-    ckpt = load_checkpoint(out / "last.pt")
-    assert ckpt["method"] == method
-    assert (ckpt["inner_lrs"] is None) == (method == "pretrain")
+    ckpt = Checkpoint.load(out / "last.pt")
+    assert ckpt.method == method
+    assert (ckpt.inner_lrs is None) == (method == "pretrain")
     if method == "pretrain" or "meta.class_head=global" in extra:
-        assert ckpt["num_classes"] == ChipStore.open(store).num_classes  # one output per store class
-    model = model_from_checkpoint(ckpt)
-    x, y = torch.randn(4, ckpt["in_channels"], 32, 32), torch.arange(4)
+        assert ckpt.num_classes == ChipStore.open(store).num_classes  # one output per store class
+    model = ckpt.model()
+    x, y = torch.randn(4, ckpt.in_channels, 32, 32), torch.arange(4)
     adapted = adapt(ckpt, model, x, y, classes=(0, 2, 3, 5))
     assert adapted(x).shape == (4, 4)
 
@@ -86,15 +85,15 @@ def test_segmentation_unet_trains(store: Path, tmp_path: Path) -> None:
     out = tmp_path / "seg"
     assert main(["train", "--config", "tiny-seg", "--data", str(store), "--out", str(out), "--no-progress",
                  "--set", "meta.steps=2"]) == 0
-    ckpt = load_checkpoint(out / "best.pt")
-    assert ckpt["task_kind"] == "segmentation" and 0 <= ckpt["best_val"] <= 1
-    assert model_from_checkpoint(ckpt)(torch.zeros(1, ckpt["in_channels"], 32, 32)).shape[1] == ckpt["num_classes"]
+    ckpt = Checkpoint.load(out / "best.pt")
+    assert ckpt.kind == "segmentation" and 0 <= ckpt.training["best_val"] <= 1
+    assert ckpt.model()(torch.zeros(1, ckpt.in_channels, 32, 32)).shape[1] == ckpt.num_classes
 
 
 def test_random_checkpoint_is_untrained_init(store: Path) -> None:
     config = load_config("tiny")
     a, b = random_checkpoint(config, ChipStore.open(store)), random_checkpoint(config, ChipStore.open(store))
-    assert a["method"] == "random" and a["step"] == 0 and same_state(a["model_state"], b["model_state"])
+    assert a.method == "random" and a.step == 0 and same_state(a.model_state, b.model_state)
 
 
 def _start(store: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -122,12 +121,12 @@ def test_resume_after_sigkill_ends_with_same_weights(store: Path, tmp_path: Path
     _wait_for_checkpoint(proc, killed / "last.pt")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    stopped_at = load_checkpoint(killed / "last.pt")["step"]
+    stopped_at = Checkpoint.load(killed / "last.pt").step
     assert stopped_at < 16, "the run ended before it could be killed"
     assert main(["train", "--data", str(store), "--out", str(killed), "--resume", "--no-progress"]) == 0
-    a, b = load_checkpoint(reference / "last.pt"), load_checkpoint(killed / "last.pt")
-    assert same_state(a["model_state"], b["model_state"])
-    assert same_state(a["inner_lrs"] or {}, b["inner_lrs"] or {})
+    a, b = Checkpoint.load(reference / "last.pt"), Checkpoint.load(killed / "last.pt")
+    assert same_state(a.model_state, b.model_state)
+    assert same_state(a.inner_lrs or {}, b.inner_lrs or {})
     ref_metrics, res_metrics = pd.read_csv(reference / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
     pd.testing.assert_frame_equal(ref_metrics.drop(columns="seconds"), res_metrics.drop(columns="seconds"))
 
@@ -140,10 +139,10 @@ def test_signal_saves_and_exits_cleanly(signum: int, store: Path, tmp_path: Path
     _wait_for_checkpoint(proc, out / "last.pt")
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
-    ckpt = load_checkpoint(out / "last.pt")
-    if ckpt["step"] < 16:  # the signal arrived while training
+    ckpt = Checkpoint.load(out / "last.pt")
+    if ckpt.step < 16:  # the signal arrived while training
         assert proc.returncode == 130
-        assert len(pd.read_csv(out / "metrics.csv")) == ckpt["step"]
+        assert len(pd.read_csv(out / "metrics.csv")) == ckpt.step
     assert "Traceback" not in err
 
 
@@ -177,14 +176,14 @@ def test_resume_with_other_model_or_corrupt_checkpoint_exit_2(tiny_run: Path, st
 
 
 def test_checkpoint_of_other_band_set_is_refused(tiny_run: Path) -> None:
-    ckpt = load_checkpoint(tiny_run / "best.pt")
+    ckpt = Checkpoint.load(tiny_run / "best.pt")
     with pytest.raises(CheckpointError, match="bands"):
-        check_fits(ckpt, ["B02", "B03", "B04"], "classification")
+        ckpt.fits("classification", ["B02", "B03", "B04"])
     with pytest.raises(CheckpointError, match="segmentation"):
-        check_fits(ckpt, ckpt["bands"], "segmentation")
-    ckpt["model_state"]["head.weight"] = torch.zeros(3, 7)  # another head shape
+        ckpt.fits("segmentation", ckpt.bands)
+    ckpt.model_state["head.weight"] = torch.zeros(3, 7)  # another head shape
     with pytest.raises(CheckpointError, match="do not fit"):
-        model_from_checkpoint(ckpt)
+        ckpt.model()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store: Path, tmp_path: Path,
@@ -195,7 +194,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(store: Path, tmp_p
     assert code == 2
     err = capsys.readouterr().err
     assert "became" in err and "last good checkpoint" in err
-    step = load_checkpoint(out / "last.pt")["step"]
+    step = Checkpoint.load(out / "last.pt").step
     assert 1 <= step < 4 and f"step {step}" in err
     assert len(pd.read_csv(out / "metrics.csv")) == step
 
@@ -207,10 +206,10 @@ def test_init_from_starts_at_another_runs_weights(tiny_run: Path, store: Path, t
     out = tmp_path / "from"
     assert main(train_args(store, out, "--set", "meta.steps=1", "--set", "meta.outer_lr=0",
                            "--set", f"train.init_from={source}")) == 0
-    started, given = load_checkpoint(out / "last.pt")["model_state"], load_checkpoint(source)["model_state"]
+    started, given = Checkpoint.load(out / "last.pt").model_state, Checkpoint.load(source).model_state
     params = [k for k in given if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(started[k], given[k]) for k in params)
-    seeded = random_checkpoint(load_config("tiny"), ChipStore.open(store))["model_state"]
+    seeded = random_checkpoint(load_config("tiny"), ChipStore.open(store)).model_state
     assert not all(torch.equal(seeded[k], given[k]) for k in params)  # not the run's own initialisation
     code = main(train_args(store, tmp_path / "bad", "--set", "model.width=8", "--set", f"train.init_from={source}"))
     err = capsys.readouterr().err.strip().splitlines()
@@ -225,4 +224,4 @@ def test_resume_of_a_run_made_before_an_option_existed(tiny_run: Path, store: Pa
     del ckpt["config"]["meta"]["per_step_bn"]
     torch.save(ckpt, out / "last.pt")
     assert main(train_args(store, out, "--resume", "--set", "meta.steps=3")) == 0
-    assert load_checkpoint(out / "last.pt")["step"] == 3
+    assert Checkpoint.load(out / "last.pt").step == 3

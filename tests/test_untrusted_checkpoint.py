@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from landmeta.cli import main
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from inference_factory import class_field, make_checkpoint, reflectance, write_geotiff, write_png  # noqa: E402
@@ -98,7 +98,7 @@ def test_checkpoints_hold_only_weights_and_plain_values(run_dir: Path) -> None:
         assert torch.serialization.get_unsafe_globals_in_checkpoint(run_dir / name) == []
         ckpt = torch.load(run_dir / name, weights_only=True)
         assert isinstance(ckpt["provenance"]["torch"], str)
-    assert isinstance(load_checkpoint(run_dir / "last.pt")["rng"]["numpy"][1], list)
+    assert isinstance(Checkpoint.load(run_dir / "last.pt").training["rng"]["numpy"][1], list)
 
 
 def test_checkpoint_written_before_plain_values_still_loads(run_dir: Path, tmp_path: Path) -> None:
@@ -108,4 +108,4 @@ def test_checkpoint_written_before_plain_values_still_loads(run_dir: Path, tmp_p
     old["rng"]["numpy"] = (name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss)
     old["provenance"]["torch"] = torch.__version__  # a TorchVersion object
     torch.save(old, tmp_path / "old.pt")
-    assert load_checkpoint(tmp_path / "old.pt")["step"] == 1
+    assert Checkpoint.load(tmp_path / "old.pt").step == 1

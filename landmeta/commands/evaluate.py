@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from landmeta.commands import add_config_args, add_number, check_numbers
-from landmeta.config import AT_LEAST_ONE, Config, config_from_dict, config_to_dict, load_config, parse_override
+from landmeta.config import AT_LEAST_ONE, Config, apply_overrides, load_config
 from landmeta.errors import ConfigError
 from landmeta.evaluation.protocol import evaluate, resolve_checkpoint
 from landmeta.evaluation.results import open_results
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 from landmeta.metrics import metric_names
 from landmeta.reporting.report import method_order
 from landmeta.reporting.tables import summary_markdown
@@ -39,17 +38,7 @@ def evaluation_config(runs: list[str], config_path: str | None, overrides: list[
     """--config if given, else the first run's config; then the --set overrides."""
     if config_path is not None:
         return load_config(config_path, overrides)
-    ckpt = resolve_checkpoint(runs[0])
-    raw: dict[str, Any] = config_to_dict(config_from_dict(load_checkpoint(ckpt)["config"], source=str(ckpt)))
-    for text in overrides:
-        keys, value = parse_override(text)
-        node = raw
-        for key in keys[:-1]:
-            if not isinstance(node.get(key), dict):
-                raise ConfigError(f"--set {text}: unknown section '{key}'")
-            node = node[key]
-        node[keys[-1]] = value
-    return config_from_dict(raw, source=f"{ckpt} with --set")
+    return apply_overrides(Checkpoint.load(resolve_checkpoint(runs[0])).config, overrides)
 
 
 def parse_shots(text: str) -> list[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from landmeta.commands import add_number, check_numbers
 from landmeta.config import AT_LEAST_ONE, NON_NEGATIVE
 from landmeta.inference.mapping import PredictOptions, predict_maps
-from landmeta.meta.checkpoint import load_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_numbers(args)
-    ckpt = load_checkpoint(args.model)
+    ckpt = Checkpoint.load(args.model)
     options = PredictOptions(window=args.window, overlap=args.overlap, batch=args.batch,
                              polygons=args.polygons, overwrite=args.overwrite, device=args.device)
     for files in predict_maps(ckpt, args.input, args.out, options, progress=True):

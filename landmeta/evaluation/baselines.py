@@ -9,8 +9,7 @@ from sklearn.ensemble import RandomForestClassifier
 from torch import nn
 
 from landmeta.errors import ModelError
-
-HEAD_MODULES = ("head", "segmentation_head")
+from landmeta.models import head_module
 
 
 def chip_statistics(images: np.ndarray) -> np.ndarray:
@@ -48,9 +47,7 @@ def random_forest(kind: str, x_support: np.ndarray, y_support: np.ndarray, x_que
 def head_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The features a model's head receives: (n, D) for a classifier with `head` (its linear layer's
     input), (n, D, H, W) for a U-Net (the decoder output fed to `segmentation_head`)."""
-    head = next((getattr(model, name) for name in HEAD_MODULES if hasattr(model, name)), None)
-    if head is None:
-        raise ModelError(f"{type(model).__name__}: no `head` or `segmentation_head` to take features from")
+    head = head_module(model)
     captured: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
     try:

@@ -40,10 +40,10 @@ from landmeta.evaluation.results import (
 )
 from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt, set_norm_stats
-from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 from landmeta.metrics import metric_names, task_metrics
 from landmeta.models import build_model, head_names
-from landmeta.vocab import MAML_METHODS
+from landmeta.vocab import TRAIN_METHODS
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
 TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val
@@ -56,7 +56,7 @@ class Method:
 
     name: str
     family: str
-    ckpt: dict[str, Any] | None = None
+    ckpt: Checkpoint | None = None
     model: nn.Module | None = None
     zero_shot: bool = False
     info: dict[str, Any] = field(default_factory=dict)
@@ -115,9 +115,9 @@ class Evaluator:
         self.kind = setup.kind
         self.methods = load_methods(setup.checkpoints, self.store, self.kind, setup.seed)
         first = next(m.ckpt for m in self.methods if m.ckpt is not None)
-        self.batches = BatchMaker(self.store, bands=list(first["bands"]), chip_size=int(first["chip_size"]))
-        self.batches.mean = np.asarray(first["norm"]["mean"], dtype=np.float32)
-        self.batches.std = np.asarray(first["norm"]["std"], dtype=np.float32)
+        self.batches = BatchMaker(self.store, bands=list(first.bands), chip_size=first.chip_size)
+        self.batches.mean = np.asarray(first.norm_mean, dtype=np.float32)
+        self.batches.std = np.asarray(first.norm_std, dtype=np.float32)
 
     def tensors(self, task: Task) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         t = self.batches.task_tensors(task)
@@ -151,13 +151,12 @@ class Evaluator:
         """Pretrain or random init, fine-tuned on the support set with the chosen steps, lr and layers."""
         if method.family == "random":
             torch.manual_seed(seed)
-            cfg = config_from_dict(method.ckpt["config"])
             n_out = len(classes) if self.kind == "classification" else self.store.num_classes
-            model = build_model(cfg.model, int(method.ckpt["in_channels"]), n_out, self.kind)
+            model = build_model(method.ckpt.config.model, method.ckpt.in_channels, n_out, self.kind)
         else:
             model = copy.deepcopy(method.model)
         if hp.get("layers") == "head":
-            heads = set(head_names(model))
+            heads = set(head_names(model, method.ckpt.config.meta.head_pattern))
             for name, param in model.named_parameters():
                 param.requires_grad_(name in heads)
         return adapt(method.ckpt, model, xs, ys, steps=hp.get("steps"), lr=hp.get("lr"),
@@ -168,11 +167,6 @@ class Evaluator:
         labels = list(range(len(task.classes))) if self.kind == "classification" else None
         return task_metrics(self.kind, y_query.numpy(), pred, self.store.ignore_index, labels=labels)
 
-
-
-def global_class_head(ckpt: dict[str, Any]) -> bool:
-    """A MAML-family classifier meta-trained with one output per store class (`meta.class_head`)."""
-    return ckpt["task_kind"] == "classification" and ckpt["config"]["meta"].get("class_head") == "global"
 
 
 def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
@@ -199,53 +193,40 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
     """The checkpoints' methods plus random init, random forest and prototypes, in report order."""
     runs: list[Method] = []
     for path in checkpoints:
-        ckpt = load_checkpoint(path)
-        check_checkpoint(ckpt, store, kind)
-        family = "maml" if ckpt["method"] in MAML_METHODS else "pretrain" if ckpt["method"] == "pretrain" else None
-        if family is None:
-            raise CheckpointError(f"{path}: method {ckpt['method']!r} cannot be evaluated here "
-                                  f"(expected one of {list(MAML_METHODS) + ['pretrain']})")
-        name = ckpt["method"] if family == "maml" else "pretrain"
+        ckpt = Checkpoint.load(path)
+        ckpt.fits(kind, store.bands, store.class_names, data=f"the store {store.path}")
+        family = ckpt.family
+        if family == "random":
+            raise CheckpointError(f"{path}: method {ckpt.method!r} cannot be evaluated here "
+                                  f"(expected one of {list(TRAIN_METHODS)})")
+        name = ckpt.method
         if any(m.name == name for m in runs):
             name = f"{name}-{Path(path).parent.name if Path(path).parent.name else len(runs)}"
-        zero = (family == "pretrain" or global_class_head(ckpt)
-                or (kind == "segmentation" and int(ckpt["num_classes"]) == store.num_classes))
-        runs.append(Method(name, family, ckpt, model_from_checkpoint(ckpt), zero_shot=zero,
-                           info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt["method"],
-                                 "step": ckpt.get("step"), "provenance": ckpt.get("provenance"),
-                                 "config": ckpt["config"]}))
+        zero = (family == "pretrain" or ckpt.global_class_head
+                or (kind == "segmentation" and ckpt.num_classes == store.num_classes))
+        runs.append(Method(name, family, ckpt, ckpt.model(), zero_shot=zero,
+                           info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt.method,
+                                 "step": ckpt.step, "provenance": ckpt.provenance,
+                                 "config": config_to_dict(ckpt.config)}))
     if not runs:
         raise CheckpointError("no checkpoint given (--runs)")
     first = runs[0].ckpt
     for m in runs[1:]:
         for key in ("bands", "chip_size"):
-            if m.ckpt[key] != first[key]:
-                raise CheckpointError(f"{m.ckpt['path']}: {key} {m.ckpt[key]} differ from {first['path']}'s {first[key]}")
-        if not (np.allclose(m.ckpt["norm"]["mean"], first["norm"]["mean"]) and
-                np.allclose(m.ckpt["norm"]["std"], first["norm"]["std"])):
-            raise CheckpointError(f"{m.ckpt['path']}: normalisation statistics differ from {first['path']}'s "
+            if getattr(m.ckpt, key) != getattr(first, key):
+                raise CheckpointError(f"{m.ckpt.where}: {key} {getattr(m.ckpt, key)} differ from {first.where}'s "
+                                      f"{getattr(first, key)}")
+        if not (np.allclose(m.ckpt.norm_mean, first.norm_mean) and np.allclose(m.ckpt.norm_std, first.norm_std)):
+            raise CheckpointError(f"{m.ckpt.where}: normalisation statistics differ from {first.where}'s "
                                   "(trained on another store)")
     base = next((m for m in runs if m.family == "pretrain"), runs[0])
     methods = list(runs)
-    methods.append(Method("random", "random", base.ckpt | {"method": "random"},
-                          info={"family": "random", "architecture_of": base.ckpt["path"]}))
+    methods.append(Method("random", "random", base.ckpt.replace(method="random"),
+                          info={"family": "random", "architecture_of": base.ckpt.where}))
     methods.append(Method("rf", "rf", info={"family": "rf"}))
     methods += [Method(f"proto-{m.name}", "proto", m.ckpt, m.model,
-                       info={"family": "proto", "features_of": m.ckpt["path"]}) for m in runs]
+                       info={"family": "proto", "features_of": m.ckpt.where}) for m in runs]
     return methods
-
-
-def check_checkpoint(ckpt: dict[str, Any], store: ChipStore, kind: str) -> None:
-    """CheckpointError unless the checkpoint fits this store's classes and bands and the task kind."""
-    where = ckpt.get("path", "checkpoint")
-    if ckpt["task_kind"] != kind:
-        raise CheckpointError(f"{where}: a {ckpt['task_kind']} checkpoint; the evaluation is {kind}")
-    if list(ckpt["class_names"]) != store.class_names:
-        raise CheckpointError(f"{where}: classes {ckpt['class_names']} do not match the store's "
-                              f"{store.class_names} ({store.path})")
-    missing = [b for b in ckpt["bands"] if b not in store.bands]
-    if missing:
-        raise CheckpointError(f"{where}: bands {missing} are not in the store {store.path} ({store.bands})")
 
 
 # --- work units (run in worker processes) -------------------------------------------------------
@@ -344,8 +325,7 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
               progress: bool) -> Path:
     store = ChipStore.open(store_path)
     checkpoints = [str(resolve_checkpoint(r).resolve()) for r in runs]
-    first = load_checkpoint(checkpoints[0])
-    kind = first["task_kind"]
+    kind = Checkpoint.load(checkpoints[0]).kind
     if kind not in store.kinds:
         raise CheckpointError(f"{checkpoints[0]}: a {kind} checkpoint; the store {store.path} has {store.kinds}")
     shots = sorted(set(config.eval.shots if shots is None else shots))
@@ -362,9 +342,9 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
     probe = Evaluator(setup)  # validates every checkpoint against the store before anything is written
     methods = probe.methods
     for m in methods:
-        if (kind == "classification" and m.family == "maml" and not global_class_head(m.ckpt)
-                and int(m.ckpt["num_classes"]) != t.n_way):
-            raise CheckpointError(f"{m.ckpt['path']}: a {m.ckpt['num_classes']}-way classifier; the tasks are "
+        if (kind == "classification" and m.family == "maml" and not m.ckpt.global_class_head
+                and m.ckpt.num_classes != t.n_way):
+            raise CheckpointError(f"{m.ckpt.where}: a {m.ckpt.num_classes}-way classifier; the tasks are "
                                   f"{t.n_way}-way (task.n_way)")
     task_lists = {s: load_or_create_tasks(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed)
                   for s in shots}

@@ -12,23 +12,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from landmeta.config import config_from_dict
 from landmeta.errors import OutputExistsError
 from landmeta.inference.labels import LabelSource, read_label_support
 from landmeta.inference.support import SupportSet, read_support
 from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt
-from landmeta.meta.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from landmeta.vocab import MAML_METHODS
-
-TRAINING_STATE = ("optimizer", "scheduler", "rng", "path", "format", "format_version")
+from landmeta.meta.checkpoint import Checkpoint
 
 
-def resolved_steps_lr(ckpt: dict[str, Any], steps: int | None, lr: float | None) -> tuple[int, float | str]:
+def resolved_steps_lr(ckpt: Checkpoint, steps: int | None, lr: float | None) -> tuple[int, float | str]:
     """The steps and learning rate `adapt` will use: as given, or the method's defaults."""
-    config = config_from_dict(ckpt["config"], source=ckpt.get("path", "checkpoint"))
-    if ckpt["method"] in MAML_METHODS:
-        default_lr: float | str = config.meta.inner_lr if ckpt.get("inner_lrs") is None else "learned"
+    config = ckpt.config
+    if ckpt.family == "maml":
+        default_lr: float | str = config.meta.inner_lr if ckpt.inner_lrs is None else "learned"
         return (config.meta.test_inner_steps if steps is None else steps), (default_lr if lr is None else lr)
     return (config.eval.finetune_steps[0] if steps is None else steps), \
         (config.eval.finetune_lrs[0] if lr is None else lr)
@@ -48,7 +44,7 @@ def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, 
                       lr: float | None, class_map: Path | None, overwrite: bool, progress: bool) -> dict[str, Any]:
     if out.exists() and not overwrite:
         raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
     labels_record: dict[str, Any] | None = None
     if isinstance(support, LabelSource):
         labelled = read_label_support(support, ckpt, class_map, progress)
@@ -63,31 +59,30 @@ def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, 
         data, source = read_support(support, ckpt, class_map, progress), support
     steps_used, lr_used = resolved_steps_lr(ckpt, steps, lr)
     from tqdm import tqdm
-    base = model_from_checkpoint(ckpt)
+    base = ckpt.model()
     started = time.perf_counter()
     with tqdm(total=steps_used, desc="adapt", unit="step", disable=not progress) as bar:
         model = adapt(ckpt, base, data.x, data.y, steps, lr, classes=data.classes, on_step=bar.update)
     seconds = time.perf_counter() - started
-    payload = {k: v for k, v in ckpt.items() if k not in TRAINING_STATE}
-    payload["model_state"] = model.state_dict()
-    if ckpt["task_kind"] == "classification":
-        payload["num_classes"] = model.head.out_features
-        payload.update(_classifier_classes(ckpt, data))
-    payload["adapted_from"] = str(Path(checkpoint).resolve())
-    payload["adaptation"] = {
+    adaptation = {
         "support": str(source.resolve()), "tiles": data.tiles, "chips": len(data.x),
         "steps": steps_used, "lr": lr_used, "class_map": str(class_map) if class_map else None,
         "seconds": round(seconds, 3), "provenance": provenance(),
     }
     if labels_record is not None:
-        payload["adaptation"]["labels"] = labels_record
-    save_checkpoint(out, payload)
-    return payload["adaptation"]
+        adaptation["labels"] = labels_record
+    changes: dict[str, Any] = {}
+    if ckpt.kind == "classification":
+        changes = {"num_classes": model.head.out_features, **_classifier_classes(ckpt, data)}
+    ckpt.replace(model_state=model.state_dict(), adapted_from=str(Path(checkpoint).resolve()), adaptation=adaptation,
+                 training=None, **changes).save(out)
+    return adaptation
 
 
-def _classifier_classes(ckpt: dict[str, Any], data: SupportSet) -> dict[str, Any]:
+def _classifier_classes(ckpt: Checkpoint, data: SupportSet) -> dict[str, Any]:
     """An adapted classifier's outputs are the support's classes (colours kept where names match)."""
-    colors = ckpt.get("class_colors")
+    colors = ckpt.class_colors
+    names = tuple(data.class_names)
     if colors and data.classes is not None:
-        return {"class_names": data.class_names, "class_colors": [colors[i] for i in data.classes]}
-    return {"class_names": data.class_names, "class_colors": None}
+        return {"class_names": names, "class_colors": tuple(colors[i] for i in data.classes)}
+    return {"class_names": names, "class_colors": None}

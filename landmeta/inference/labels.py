@@ -25,15 +25,15 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from landmeta.classes import IGNORE_INDEX
+from landmeta.data.chips import around_features
 from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError, LandmetaWarning
-from landmeta.inference.mapping import store_chip_size
 from landmeta.inference.maps import GDAL_CACHE_MB
 from landmeta.inference.scene import Scene, open_scene
 from landmeta.inference.support import IGNORE_NAMES, SupportSet, _mask_lookup
+from landmeta.meta.checkpoint import Checkpoint
 
 DEFAULT_CLASS_FIELD = "class"
-MAX_WINDOWS_PER_FEATURE = 4  # a large polygon gives at most this many windows, spread over it
 POLYGONS = ("Polygon", "MultiPolygon")
 POINTS = ("Point", "MultiPoint")
 
@@ -72,7 +72,7 @@ class _Features:
     boxes: np.ndarray  # (n_polygons + n_points, 4) int row0, col0, row1, col1 (end exclusive)
 
 
-def read_label_support(source: LabelSource, ckpt: dict[str, Any], class_map: Path | None = None,
+def read_label_support(source: LabelSource, ckpt: Checkpoint, class_map: Path | None = None,
                        progress: bool = False) -> LabelledSupport:
     """Rasterise `source`'s labels around windows of its scene into a support set for `ckpt`.
 
@@ -80,7 +80,7 @@ def read_label_support(source: LabelSource, ckpt: dict[str, Any], class_map: Pat
     missing class field, geometries other than polygons and points, class names the checkpoint
     does not know, labels outside the scene; LandmetaWarning for overlaps and features left out.
     """
-    kind = ckpt["task_kind"]
+    kind = ckpt.kind
     if kind == "classification" and class_map is not None:
         raise DataError(f"{class_map}: a class map applies to segmentation labels; "
                         f"a classifier's classes are the names in the class field")
@@ -88,14 +88,14 @@ def read_label_support(source: LabelSource, ckpt: dict[str, Any], class_map: Pat
     values, names, classes = _class_ids(frame[source.class_field], source, ckpt, class_map)
     keep = values >= 0  # features of 'ignore' classes are left out
     frame, values = frame[keep], values[keep]
-    size = store_chip_size(ckpt)
-    radius = float(source.point_radius) if source.point_radius is not None else size / int(ckpt["chip_size"])
-    with open_scene(Path(source.scene), list(ckpt["bands"])) as scene:
+    size = ckpt.store_chip_size
+    radius = float(source.point_radius) if source.point_radius is not None else size / ckpt.chip_size
+    with open_scene(Path(source.scene), list(ckpt.bands)) as scene:
         if scene.crs is None:
             raise DataError(f"{source.scene}: the scene has no CRS, so vector labels cannot be placed on it "
                             f"(use a georeferenced GeoTIFF)")
         features, outside = _to_pixels(frame, values, scene, radius, source)
-        windows = plan_windows(features.boxes, scene.height, scene.width, size)
+        windows = around_features(features.boxes, scene.height, scene.width, size)
         with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # scattered windows: keep GDAL's block cache small
             support, used, overlap = _cut(scene, features, windows, radius, ckpt, names, classes, progress)
     if not used:
@@ -157,13 +157,13 @@ def _read_layer(source: LabelSource) -> Any:
     return frame
 
 
-def _class_ids(values: Any, source: LabelSource, ckpt: dict[str, Any],
+def _class_ids(values: Any, source: LabelSource, ckpt: Checkpoint,
                class_map: Path | None) -> tuple[np.ndarray, list[str], list[int] | None]:
     """Per feature: the output class (-1 = ignore); the adapted model's class names and checkpoint ids."""
-    ckpt_names = list(ckpt["class_names"])
+    ckpt_names = list(ckpt.class_names)
     known = {_key(n): i for i, n in enumerate(ckpt_names)}
     text = [str(v).strip() for v in values]
-    if ckpt["task_kind"] == "classification":  # like class folders: the names become the classes
+    if ckpt.kind == "classification":  # like class folders: the names become the classes
         names = sorted({t for t in text if _key(t) not in IGNORE_NAMES}, key=_key)
         local = {_key(n): i for i, n in enumerate(names)}
         ids = np.array([local.get(_key(t), -1) for t in text], dtype=np.int64)
@@ -248,99 +248,15 @@ def rasterio_bounds(scene: Scene) -> tuple[float, float, float, float]:
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def plan_windows(boxes: np.ndarray, height: int, width: int, size: int,
-                 per_feature: int = MAX_WINDOWS_PER_FEATURE) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping windows (row, col, height, width) of `size` covering the features' pixel boxes.
-
-    Features closer than `size` form a cluster tiled by one grid centred on it; of each feature's
-    grid cells at most `per_feature` are kept (spread over it). Clusters whose windows would
-    overlap are merged and tiled again. A side shorter than `size` is one window of that side.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from shapely import STRtree, box
-
-    sh, sw = min(size, height), min(size, width)
-    n = len(boxes)
-    if n == 0:
-        return []
-    tree = STRtree([box(c0, r0, c1, r1) for r0, c0, r1, c1 in boxes])
-    grown = [box(c0 - sw + 1, r0 - sh + 1, c1 + sw - 1, r1 + sh - 1) for r0, c0, r1, c1 in boxes]
-    left, right = tree.query(grown, predicate="intersects")
-    pairs = [np.concatenate([left, np.arange(n)]), np.concatenate([right, np.arange(n)])]
-    while True:
-        graph = coo_matrix((np.ones(len(pairs[0])), (pairs[0], pairs[1])), shape=(n, n))
-        _, label = connected_components(graph, directed=False)
-        windows, owner = [], []
-        for cluster in np.unique(label):
-            members = np.flatnonzero(label == cluster)
-            for w in _tile_cluster(boxes[members], height, width, sh, sw, per_feature):
-                windows.append(w)
-                owner.append(members[0])
-        clash = _first_overlap(np.array(windows))
-        if clash is None:
-            return sorted(windows)
-        a, b = owner[clash[0]], owner[clash[1]]
-        pairs = [np.append(pairs[0], a), np.append(pairs[1], b)]
-
-
-def _tile_cluster(boxes: np.ndarray, height: int, width: int, sh: int, sw: int,
-                  per_feature: int) -> list[tuple[int, int, int, int]]:
-    """Windows of one cluster: a grid centred on its box, the cells its features touch (capped)."""
-    r_start, nr = _grid(boxes[:, 0].min(), boxes[:, 2].max(), sh, height)
-    c_start, nc = _grid(boxes[:, 1].min(), boxes[:, 3].max(), sw, width)
-    cells: set[tuple[int, int]] = set()
-    for r0, c0, r1, c1 in boxes:
-        i0, i1 = (r0 - r_start) // sh, min((max(r1, r0 + 1) - 1 - r_start) // sh, nr - 1)
-        j0, j1 = (c0 - c_start) // sw, min((max(c1, c0 + 1) - 1 - c_start) // sw, nc - 1)
-        ni, nj = i1 - i0 + 1, j1 - j0 + 1
-        if ni * nj <= per_feature:
-            rows, cols = range(i0, i1 + 1), range(j0, j1 + 1)
-        else:
-            ki = min(ni, max(1, round(math.sqrt(per_feature * ni / nj))))
-            kj = min(nj, max(1, per_feature // ki))
-            rows = sorted({int(v) for v in np.linspace(i0, i1, ki).round()})
-            cols = sorted({int(v) for v in np.linspace(j0, j1, kj).round()})
-        cells.update((i, j) for i in rows for j in cols)
-    return [(int(r_start + i * sh), int(c_start + j * sw), sh, sw) for i, j in sorted(cells)]
-
-
-def _grid(start: int, end: int, size: int, length: int) -> tuple[int, int]:
-    """First row (or column) and count of cells of `size` centred on [start, end), inside the scene when they fit."""
-    count = max(1, math.ceil((end - start) / size))
-    first = start - (count * size - (end - start)) // 2
-    if count * size <= length:
-        first = min(max(first, 0), length - count * size)
-    else:
-        first = max(0, min(first, start))
-    return int(first), count
-
-
-def _first_overlap(windows: np.ndarray) -> tuple[int, int] | None:
-    """Indices of two overlapping windows (row, col, h, w), or None."""
-    if len(windows) < 2:
-        return None
-    r0, c0 = windows[:, 0], windows[:, 1]
-    r1, c1 = r0 + windows[:, 2], c0 + windows[:, 3]
-    order = np.argsort(r0, kind="stable")
-    for k, i in enumerate(order):
-        later = order[k + 1:]
-        later = later[r0[later] < r1[i]]  # starts before this one ends (sorted by start)
-        hit = later[(c0[later] < c1[i]) & (c0[i] < c1[later])]
-        if len(hit):
-            return int(i), int(hit[0])
-    return None
-
-
 def _cut(scene: Scene, features: _Features, windows: list[tuple[int, int, int, int]], radius: float,
-         ckpt: dict[str, Any], names: list[str], classes: list[int] | None,
+         ckpt: Checkpoint, names: list[str], classes: list[int] | None,
          progress: bool) -> tuple[SupportSet, list[tuple[int, int, int, int]], int]:
     """Read and rasterise each window; the support tensors, the windows kept, overlap pixels."""
-    chip = int(ckpt["chip_size"])
-    segmentation = ckpt["task_kind"] == "segmentation"
+    chip = ckpt.chip_size
+    segmentation = ckpt.kind == "segmentation"
     x = torch.empty((len(windows), len(scene.bands), chip, chip), dtype=torch.float32)
     y = torch.empty((len(windows), chip, chip) if segmentation else (len(windows),), dtype=torch.long)
-    mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
+    mean, std = ckpt.norm_mean, ckpt.norm_std
     n_poly = len(features.polygons)
     used, overlap = [], 0
     iterator: Any = windows

@@ -3,16 +3,14 @@
 Window size is in input pixels. A checkpoint trained on chips resized from the store's chip size
 (`store_chip_size`) to `chip_size` saw the ground at that scale; each window is resampled by the
 same factor before the model and its probabilities back after, so a model sees what it was trained
-on (see `store_chip_size`). A classifier predicts one class per window (a coarse map): its window
+on (`Checkpoint.store_chip_size`). A classifier predicts one class per window (a coarse map): its window
 defaults to the store's chip size and is always resampled to the model's `chip_size`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +20,7 @@ from landmeta.inference.maps import Legend, MapFiles, check_outputs, default_col
 from landmeta.inference.predict import WindowModel, check_window, predict_strips
 from landmeta.inference.scene import open_scene, scene_inputs
 from landmeta.io import output_lock, provenance
-from landmeta.meta.checkpoint import model_from_checkpoint
+from landmeta.meta.checkpoint import Checkpoint
 
 DEFAULT_WINDOW = 1024
 DEFAULT_OVERLAP = 32
@@ -38,57 +36,40 @@ class PredictOptions:
     device: str = "cpu"
 
 
-def store_chip_size(ckpt: dict[str, Any]) -> int:
-    """Side of the chips the model was trained from, in input pixels: the checkpoint's
-    `store_chip_size`, else the chip size in the manifest of its training store (when that store
-    is still there), else `chip_size` (native resolution)."""
-    if ckpt.get("store_chip_size"):
-        return int(ckpt["store_chip_size"])
-    store = (ckpt.get("provenance") or {}).get("store")
-    manifest = Path(store) / "manifest.json" if store else None
-    if manifest is not None and manifest.is_file():
-        try:
-            return int(json.loads(manifest.read_text())["chip_size"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-    return int(ckpt["chip_size"])
-
-
-def legend_of(ckpt: dict[str, Any]) -> Legend:
-    names = list(ckpt["class_names"])
-    colors = ckpt.get("class_colors")
+def legend_of(ckpt: Checkpoint) -> Legend:
+    names = list(ckpt.class_names)
+    colors = ckpt.class_colors
     colors = [tuple(int(v) for v in c) for c in colors] if colors else default_colors(len(names))
     return Legend(names=names, colors=colors)
 
 
-def window_model(ckpt: dict[str, Any], device: str = "cpu") -> WindowModel:
+def window_model(ckpt: Checkpoint, device: str = "cpu") -> WindowModel:
     """The checkpoint's model with what sliding-window prediction needs to feed it."""
-    where = ckpt.get("path", "checkpoint")
-    kind = ckpt["task_kind"]
-    names = list(ckpt["class_names"])
-    if kind == "classification" and "adapted_from" not in ckpt and \
-            (ckpt["method"] != "pretrain" or ckpt["num_classes"] != len(names)):
-        raise CheckpointError(f"{where}: a {ckpt['method']} classifier predicts task-local labels; "
+    where = ckpt.where
+    kind = ckpt.kind
+    names = list(ckpt.class_names)
+    if kind == "classification" and ckpt.adapted_from is None and \
+            (ckpt.method != "pretrain" or ckpt.num_classes != len(names)):
+        raise CheckpointError(f"{where}: a {ckpt.method} classifier predicts task-local labels; "
                               f"adapt it to your classes first (landmeta adapt)")
-    if len(names) > ckpt["num_classes"]:
-        raise CheckpointError(f"{where}: {len(names)} class names for {ckpt['num_classes']} model outputs")
-    norm = ckpt["norm"]
+    if len(names) > ckpt.num_classes:
+        raise CheckpointError(f"{where}: {len(names)} class names for {ckpt.num_classes} model outputs")
     classifier = kind == "classification"
-    return WindowModel(model=model_from_checkpoint(ckpt).to(device), mean=np.asarray(norm["mean"], np.float32),
-                       std=np.asarray(norm["std"], np.float32), num_classes=len(names),
-                       scale=int(ckpt["chip_size"]) / store_chip_size(ckpt),
-                       fixed_size=int(ckpt["chip_size"]) if classifier else None, device=device)
+    return WindowModel(model=ckpt.model().to(device), mean=np.asarray(ckpt.norm_mean, np.float32),
+                       std=np.asarray(ckpt.norm_std, np.float32), num_classes=len(names),
+                       scale=ckpt.chip_size / ckpt.store_chip_size,
+                       fixed_size=ckpt.chip_size if classifier else None, device=device)
 
 
-def resolve_window(ckpt: dict[str, Any], options: PredictOptions) -> tuple[int, int]:
-    classifier = ckpt["task_kind"] == "classification"
-    window = options.window or (store_chip_size(ckpt) if classifier else DEFAULT_WINDOW)
+def resolve_window(ckpt: Checkpoint, options: PredictOptions) -> tuple[int, int]:
+    classifier = ckpt.kind == "classification"
+    window = options.window or (ckpt.store_chip_size if classifier else DEFAULT_WINDOW)
     overlap = options.overlap if options.overlap is not None else (0 if classifier else DEFAULT_OVERLAP)
     check_window(window, overlap)
     return window, overlap
 
 
-def predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: PredictOptions,
+def predict_maps(ckpt: Checkpoint, inputs: Path, out: Path, options: PredictOptions,
                  progress: bool = False) -> list[MapFiles]:
     """Predict every scene of `inputs` (a raster, a per-band folder, or a folder of them) into `out`.
 
@@ -99,22 +80,22 @@ def predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: Predict
         return _predict_maps(ckpt, inputs, Path(out), options, progress)
 
 
-def _predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: PredictOptions,
+def _predict_maps(ckpt: Checkpoint, inputs: Path, out: Path, options: PredictOptions,
                   progress: bool) -> list[MapFiles]:
     window, overlap = resolve_window(ckpt, options)
     scenes = scene_inputs(Path(inputs))
     for path in scenes:
-        with open_scene(path, list(ckpt["bands"])) as scene:
+        with open_scene(path, list(ckpt.bands)) as scene:
             check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons).values(),
                           options.overwrite)
     wm = window_model(ckpt, options.device)
     legend = legend_of(ckpt)
-    record = {"model": ckpt.get("path"), "method": ckpt["method"], "adapted_from": ckpt.get("adapted_from"),
+    record = {"model": ckpt.where, "method": ckpt.method, "adapted_from": ckpt.adapted_from,
               "window": window, "overlap": overlap, "model_window": wm.model_size(window),
               "provenance": provenance(torch=torch.__version__)}
     written = []
     for path in scenes:
-        with open_scene(path, list(ckpt["bands"])) as scene:
+        with open_scene(path, list(ckpt.bands)) as scene:
             strips = predict_strips(scene, wm, window, overlap, options.batch, progress)
             written.append(write_maps(scene, strips, Path(out), legend, record, options.polygons,
                                       options.overwrite))

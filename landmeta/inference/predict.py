@@ -1,7 +1,7 @@
 """Sliding-window prediction over rasters of any size, with memory that does not grow with the raster.
 
 Windows of `window` input pixels step by `window - overlap` over the scene. The last two rows
-and columns of windows share what is left of the scene (`window_layout`: rounded up to a size the
+and columns of windows share what is left of the scene (`landmeta.data.chips.sliding_windows`: rounded up to a size the
 model accepts; the few pixels past the edge are mirrored in and dropped), so almost no work is
 wasted at the edges and no thin window runs the model inefficiently. In every overlap the class
 probabilities of neighbouring windows are cross-faded with linear weights that sum to one, so
@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from landmeta.data.chips import sliding_windows
 from landmeta.data.transforms import normalise
 from landmeta.errors import ModelError
 from landmeta.inference.scene import Scene
 
 NODATA = 255
 MODEL_MULTIPLE = 32  # model inputs are multiples of this (a U-Net's total downsampling)
-MAX_STRETCH = 1.25  # the last window of a row or column may be this much longer than --window
 
 
 @dataclass(frozen=True)
@@ -76,34 +76,6 @@ def crossfade(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     return weight
 
 
-def window_layout(size: int, window: int, overlap: int, multiple: int, fixed: bool) -> list[tuple[int, int]]:
-    """(start, length) of the windows covering `size` pixels, each overlapping the next by `overlap`.
-
-    Windows step by `window - overlap`; the last two share what is left, so no window is a thin
-    sliver that runs the model inefficiently: up to `window * MAX_STRETCH` pixels left are one
-    window, more are split between two about equal windows. Lengths are rounded up to `multiple`
-    (the few pixels past the edge are mirrored in). A `fixed` window (a classifier's) is never
-    resized: the last one reaches past the edge.
-    """
-    stride = window - overlap
-    count = max(1, int(np.ceil((size - overlap) / stride)))
-    if fixed:
-        return [(i * stride, window) for i in range(count)]
-
-    def up(length: float) -> int:
-        return int(np.ceil(length / multiple)) * multiple
-
-    if count == 1:
-        return [(0, min(window, up(size)))]
-    start = (count - 2) * stride  # the last two windows cover [start, size)
-    layout = [(i * stride, window) for i in range(count - 2)]
-    tail = size - start
-    if tail <= window * MAX_STRETCH:
-        return layout + [(start, up(tail))]
-    first = up((tail + overlap) / 2)
-    return layout + [(start, first), (start + first - overlap, up(tail - first + overlap))]
-
-
 def check_window(window: int, overlap: int) -> None:
     if window < 8:
         raise ModelError(f"--window {window}: must be at least 8 pixels")
@@ -116,8 +88,8 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
     """Predict `scene` and yield finished strips of rows, top to bottom."""
     check_window(window, overlap)
     fixed = wm.fixed_size is not None
-    ys = window_layout(scene.height, window, overlap, wm.edge_multiple, fixed)
-    xs = window_layout(scene.width, window, overlap, wm.edge_multiple, fixed)
+    ys = sliding_windows(scene.height, window, overlap, wm.edge_multiple, fixed)
+    xs = sliding_windows(scene.width, window, overlap, wm.edge_multiple, fixed)
     width = xs[-1][0] + xs[-1][1]
     k = wm.num_classes
     carry = np.zeros((k, overlap, width), dtype=np.float32)  # rows shared with the next strip

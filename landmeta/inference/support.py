@@ -24,12 +24,13 @@ from rasterio.errors import NotGeoreferencedWarning
 from torch import Tensor
 
 from landmeta.classes import IGNORE_INDEX
+from landmeta.data.chips import covering_windows
 from landmeta.data.folder import IMAGE_SUFFIXES, read_class_map, read_mask
 from landmeta.data.geo import band_files, read_header
 from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError
-from landmeta.inference.mapping import store_chip_size
 from landmeta.inference.scene import open_scene
+from landmeta.meta.checkpoint import Checkpoint
 
 IGNORE_NAMES = ("ignore", "unknown", "unlabelled", "unlabeled")
 
@@ -59,26 +60,26 @@ class SupportSet:
     classes: list[int] | None  # classification: the checkpoint's ids of those classes, when it has them all
 
 
-def read_support(folder: Path, ckpt: dict[str, Any], class_map: Path | None = None,
+def read_support(folder: Path, ckpt: Checkpoint, class_map: Path | None = None,
                  progress: bool = False) -> SupportSet:
     """Read and chip the support folder for `ckpt`; DataError naming the file on anything wrong."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: support folder not found")
     segmentation = (folder / "images").is_dir()
-    kind = ckpt["task_kind"]
+    kind = ckpt.kind
     if segmentation != (kind == "segmentation"):
         expected = "images/ and masks/" if kind == "segmentation" else "one folder per class"
         raise DataError(f"{folder}: the checkpoint is a {kind} model; its support folder needs {expected}")
     if segmentation:
         pairs = _segmentation_tiles(folder)
         lut = _mask_lookup(ckpt, class_map)
-        names, classes = list(ckpt["class_names"]), None
+        names, classes = list(ckpt.class_names), None
     else:
         if class_map is not None:
             raise DataError(f"{class_map}: a class map applies to masks; class folders name the classes")
         pairs, names = _class_tiles(folder)
-        known = {_key(n): i for i, n in enumerate(ckpt["class_names"])}
+        known = {_key(n): i for i, n in enumerate(ckpt.class_names)}
         classes = [known[_key(n)] for n in names] if all(_key(n) in known for n in names) else None
         lut = None
     xs, ys, tiles = [], [], []
@@ -132,16 +133,16 @@ def _class_tiles(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     return pairs, names
 
 
-def _mask_lookup(ckpt: dict[str, Any], class_map: Path | None) -> MaskLookup:
+def _mask_lookup(ckpt: Checkpoint, class_map: Path | None) -> MaskLookup:
     """How mask values become checkpoint class ids: from the class map, or the ids as they are."""
-    ckpt_names = list(ckpt["class_names"])
+    ckpt_names = list(ckpt.class_names)
     table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     known = np.zeros(256, dtype=bool)
     known[IGNORE_INDEX] = True
     if class_map is None:
         table[:len(ckpt_names)] = np.arange(len(ckpt_names))
         known[:len(ckpt_names)] = True
-        colours = {tuple(int(v) for v in c): i for i, c in enumerate(ckpt.get("class_colors") or [])}
+        colours = {tuple(int(v) for v in c): i for i, c in enumerate(ckpt.class_colors or [])}
         if colours:
             colours.setdefault((0, 0, 0), IGNORE_INDEX)
         return MaskLookup(table, known, colours, None)
@@ -158,7 +159,7 @@ def _mask_lookup(ckpt: dict[str, Any], class_map: Path | None) -> MaskLookup:
     return MaskLookup(table, known, colours, class_map)
 
 
-def _read_target_mask(path: Path, lut: MaskLookup, ckpt: dict[str, Any]) -> np.ndarray:
+def _read_target_mask(path: Path, lut: MaskLookup, ckpt: Checkpoint) -> np.ndarray:
     """Checkpoint class ids (H, W) of a mask; DataError naming values the checkpoint does not know."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -166,16 +167,16 @@ def _read_target_mask(path: Path, lut: MaskLookup, ckpt: dict[str, Any]) -> np.n
     ids = read_mask(path, 0, lut.colours if rgb else {})
     unknown = np.unique(ids[~lut.known[ids]])
     if unknown.size:
-        names = ", ".join(f"{i} {n}" for i, n in enumerate(ckpt["class_names"]))
+        names = ", ".join(f"{i} {n}" for i, n in enumerate(ckpt.class_names))
         source = f"the class map {lut.source}" if lut.source else f"the checkpoint's classes ({names})"
         raise DataError(f"{path}: mask values {unknown[:10].tolist()} are not in {source}; "
                         f"pass --class-map FILE (lines name,id) to map them, 255 = unlabelled")
     return lut.table[ids]
 
 
-def _chips(image_path: Path, target: Path | int, lut: Any, ckpt: dict[str, Any]) -> tuple[Tensor, Tensor]:
+def _chips(image_path: Path, target: Path | int, lut: Any, ckpt: Checkpoint) -> tuple[Tensor, Tensor]:
     """Normalised chips (n, C, S, S) of one tile, and their masks (n, S, S) or labels (n,)."""
-    with open_scene(image_path, list(ckpt["bands"])) as scene:
+    with open_scene(image_path, list(ckpt.bands)) as scene:
         image, valid = scene.read(0, 0, scene.height, scene.width)
     if isinstance(target, Path):
         mask = _read_target_mask(target, lut, ckpt)
@@ -185,30 +186,21 @@ def _chips(image_path: Path, target: Path | int, lut: Any, ckpt: dict[str, Any])
         mask = np.where(valid, mask, IGNORE_INDEX).astype(np.uint8)
     else:
         mask = np.where(valid, 0, IGNORE_INDEX).astype(np.uint8)  # only to drop windows without data
-    size = store_chip_size(ckpt)
-    rows, cols = _starts(image.shape[1], size), _starts(image.shape[2], size)
+    size = ckpt.store_chip_size
+    rows, cols = covering_windows(image.shape[1], size), covering_windows(image.shape[2], size)
     xs, ms = [], []
     for r0, r1 in rows:
         for c0, c1 in cols:
             if (mask[r0:r1, c0:c1] != IGNORE_INDEX).any():
                 xs.append(image[:, r0:r1, c0:c1])
                 ms.append(mask[r0:r1, c0:c1])
-    chip = int(ckpt["chip_size"])
+    chip = ckpt.chip_size
     if not xs:
         empty = torch.zeros((0, image.shape[0], chip, chip))
         return empty, torch.zeros((0, chip, chip) if isinstance(target, Path) else (0,), dtype=torch.long)
-    norm = ckpt["norm"]
-    x = [torch.from_numpy(np.nan_to_num(normalise(c, norm["mean"], norm["std"])))[None] for c in xs]
+    x = [torch.from_numpy(np.nan_to_num(normalise(c, ckpt.norm_mean, ckpt.norm_std)))[None] for c in xs]
     x = torch.cat([resize_chips(t, chip, mask=False) for t in x])
     if isinstance(target, Path):
         y = torch.cat([resize_chips(torch.from_numpy(m)[None, None], chip, mask=True)[0] for m in ms])
         return x, y.long()
     return x, torch.full((len(xs),), target, dtype=torch.long)
-
-
-def _starts(length: int, size: int) -> list[tuple[int, int]]:
-    """Windows of `size` covering `length` (the last one shifted inside); the whole length if shorter."""
-    if length <= size:
-        return [(0, length)]
-    starts = list(range(0, length - size, size)) + [length - size]
-    return [(s, s + size) for s in starts]

@@ -21,15 +21,17 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from landmeta.config import config_from_dict
+from landmeta.config import MetaConfig
 from landmeta.errors import ModelError
-from landmeta.meta.maml import adapted_names, build_rates, build_step_norms, forward, inner_loop, is_head, task_loss
+from landmeta.meta.checkpoint import Checkpoint
+from landmeta.meta.maml import adapted_names, build_rates, build_step_norms, forward, inner_loop, task_loss
+from landmeta.models import is_head
 from landmeta.vocab import MAML_METHODS
 
 NORM_POLICIES = ("support", "trained", "blend")  # BatchNorm statistics after adaptation (eval.norm_stats)
 
 
-def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: Tensor,
+def adapt(ckpt: Checkpoint, model: nn.Module, x_support: Tensor, y_support: Tensor,
           steps: int | None = None, lr: float | None = None,
           classes: Sequence[int] | None = None, layers: str = "all",
           norm_stats: str | None = None, on_step: Callable[[], Any] | None = None) -> nn.Module:
@@ -39,14 +41,12 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
     (default: the checkpoint's `eval.norm_stats`) the BatchNorm statistics used afterwards;
     `on_step()` is called after each adaptation step (a progress bar).
     """
-    config = config_from_dict(ckpt["config"], source=ckpt.get("path", "checkpoint"))
-    method = ckpt["method"]
+    config, method = ckpt.config, ckpt.method
     model = copy.deepcopy(model).train()
     x_support = x_support.to(next(model.parameters()).device)
     y_support = y_support.to(x_support.device)
-    if ckpt["task_kind"] == "classification":
-        global_head = method == "pretrain" or (method in MAML_METHODS and config.meta.class_head == "global")
-        _fit_head(model, global_head, y_support, classes)
+    if ckpt.kind == "classification":
+        _fit_head(model, ckpt.global_class_head, y_support, classes)
     if len(x_support) == 0:
         return model.eval()
     with torch.enable_grad():
@@ -56,7 +56,7 @@ def adapt(ckpt: dict[str, Any], model: nn.Module, x_support: Tensor, y_support: 
         else:
             _finetune(model, x_support, y_support,
                       config.eval.finetune_steps[0] if steps is None else steps,
-                      config.eval.finetune_lrs[0] if lr is None else lr, layers, on_step)
+                      config.eval.finetune_lrs[0] if lr is None else lr, layers, config.meta.head_pattern, on_step)
     set_norm_stats(model, x_support, "support" if method == "random" else
                    config.eval.norm_stats if norm_stats is None else norm_stats)
     return model.eval()
@@ -82,11 +82,11 @@ def _fit_head(model: nn.Module, global_head: bool, y: Tensor, classes: Sequence[
         raise ModelError(f"the task has {n_way} classes, the model's head {head.out_features}")
 
 
-def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y: Tensor,
+def _inner_adapt(model: nn.Module, ckpt: Checkpoint, meta: MetaConfig, x: Tensor, y: Tensor,
                  steps: int, lr: float | None, on_step: Callable[[], Any] | None) -> None:
     rates = build_rates(model, meta).to(x.device)
-    if ckpt.get("inner_lrs") is not None:
-        rates.load_state_dict(ckpt["inner_lrs"])
+    if ckpt.inner_lrs is not None:
+        rates.load_state_dict(ckpt.inner_lrs)
     if lr is not None:
         rates.mode, rates.lr = "fixed", lr
     names = adapted_names(model, meta.method, meta.head_pattern)
@@ -103,15 +103,15 @@ def _inner_adapt(model: nn.Module, ckpt: dict[str, Any], meta: Any, x: Tensor, y
             param.copy_(phi[name])
     norms = build_step_norms(model, meta)  # meta.per_step_bn: the statistics of the step reached
     if norms is not None:
-        norms.load_state_dict(ckpt["step_norm_stats"])
+        norms.load_state_dict(ckpt.step_norm_stats)
         norms.load_into(model, steps)
 
 
-def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, layers: str,
+def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, layers: str, head_pattern: str,
               on_step: Callable[[], Any] | None = None) -> None:
     if layers not in ("all", "head"):
         raise ModelError(f"fine-tuning layers must be 'all' or 'head', got {layers!r}")
-    trained = [p for n, p in model.named_parameters() if layers == "all" or is_head(n, "head")]
+    trained = [p for n, p in model.named_parameters() if layers == "all" or is_head(n, head_pattern)]
     optimiser = torch.optim.Adam(trained, lr=lr)
     params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
     for _ in range(steps):

@@ -34,6 +34,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from landmeta.classes import IGNORE_INDEX
 from landmeta.config import MetaConfig
 from landmeta.errors import ConfigError
+from landmeta.models import is_head
 from landmeta.models.batchnorm import BatchNormMode
 
 Params = dict[str, Tensor]
@@ -53,13 +54,6 @@ def task_loss(logits: Tensor, y: Tensor) -> Tensor:
         logits = logits.float()
     total = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
     return total / (y != IGNORE_INDEX).sum().clamp(min=1)
-
-
-def is_head(name: str, pattern: str) -> bool:
-    """A parameter belongs to the head when its first name component is `pattern` or
-    `segmentation_<pattern>` (the smp U-Net's head)."""
-    first = name.split(".")[0]
-    return first in (pattern, f"segmentation_{pattern}")
 
 
 def head_rows(params: Params, head_pattern: str, rows: Tensor | None) -> Params:

@@ -18,6 +18,7 @@ from landmeta.config import ModelConfig
 from landmeta.errors import ModelError
 from landmeta.models.classifier import ConvClassifier, EncoderClassifier, norm_layer
 from landmeta.models.segmenter import build_unet
+from landmeta.vocab import HEAD
 
 MODELS = {"conv": "classification", "smp-classifier": "classification", "unet": "segmentation"}
 
@@ -110,6 +111,20 @@ def _replace_batchnorm(module: nn.Module, norm: str) -> None:
             _replace_batchnorm(child, norm)
 
 
-def head_names(model: nn.Module) -> list[str]:
-    """Names of the head's parameters (`head.` or `segmentation_head.`)."""
-    return [n for n, _ in model.named_parameters() if n.split(".")[0] in ("head", "segmentation_head")]
+def is_head(name: str, pattern: str = HEAD) -> bool:
+    """A parameter belongs to the head when its first name component is `pattern` or
+    `segmentation_<pattern>` (the smp U-Net's head)."""
+    return name.split(".")[0] in (pattern, f"segmentation_{pattern}")
+
+
+def head_names(model: nn.Module, pattern: str = HEAD) -> list[str]:
+    """Names of the head's parameters."""
+    return [n for n, _ in model.named_parameters() if is_head(n, pattern)]
+
+
+def head_module(model: nn.Module, pattern: str = HEAD) -> nn.Module:
+    """The head itself: a classifier's last linear layer, a U-Net's 1x1 segmentation convolution."""
+    for name in (pattern, f"segmentation_{pattern}"):
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise ModelError(f"{type(model).__name__}: no `{pattern}` or `segmentation_{pattern}` layer")
