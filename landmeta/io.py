@@ -17,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from landmeta import __version__
 from landmeta.errors import LandmetaWarning, OutputBusyError, OutputExistsError
@@ -121,7 +122,7 @@ def output_lock(out: str | Path) -> Iterator[None]:
         if stale:
             warnings.warn(f"{out}: took over the lock left by PID {stale[0]} (since {stale[-1]}), "
                           "which is no longer running", LandmetaWarning, stacklevel=3)
-        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        since = datetime.now(UTC).isoformat(timespec="seconds")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {since}\n".encode(), 0)
         yield
@@ -183,7 +184,7 @@ def provenance(**extra: Any) -> dict[str, Any]:
     import numpy
     record: dict[str, Any] = {
         "landmeta_version": code_version(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": sys.argv,
         "python": platform.python_version(),
         "numpy": numpy.__version__,

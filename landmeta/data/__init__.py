@@ -7,9 +7,10 @@ the tiles (headers only, so the store can be sized before any pixel is read) and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import contextlib
 import json
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import numpy as np

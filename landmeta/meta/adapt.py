@@ -16,7 +16,8 @@ in eval mode, so query chips are predicted one by one without seeing each other.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

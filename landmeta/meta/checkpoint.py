@@ -14,9 +14,10 @@ import json
 import pickle
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, get_args
+from typing import Any, get_args
 
 import numpy as np
 import torch

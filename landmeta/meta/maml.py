@@ -21,9 +21,9 @@ holds set min(s, K), which `eval.norm_stats: trained` (or `blend`) then uses for
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -3,7 +3,7 @@ and validation by test-time adaptation."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
