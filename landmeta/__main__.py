@@ -1,3 +1,5 @@
+"""`python -m landmeta`: the console script."""
+
 import sys
 
 from landmeta.cli import main

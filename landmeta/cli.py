@@ -20,6 +20,7 @@ COMMANDS = ["config", "synth", "preprocess", "inspect", "train", "evaluate", "re
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The `landmeta` argument parser, one sub-command per module of `landmeta.commands`."""
     parser = argparse.ArgumentParser(
         prog="landmeta", description="Few-shot land-cover mapping by meta-learning over regions."
     )
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one sub-command; a LandmetaError is one line on stderr and exit 2, Ctrl-C exit 130."""
     args = build_parser().parse_args(argv)
     try:
         with warnings.catch_warnings():

@@ -372,12 +372,15 @@ def _apply(obj: Any, keys: list[str], value: Any, source: str) -> None:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
+    """The config as nested plain dicts (YAML, checkpoints)."""
     return dataclasses.asdict(config)
 
 
 def config_from_dict(values: dict[str, Any], source: str = "checkpoint") -> Config:
+    """A config from nested dicts, every key and value checked (`source` names them in errors)."""
     return _build(Config, values, source)
 
 
 def dump_config(config: Config) -> str:
+    """The config as YAML, in field order."""
     return yaml.safe_dump(config_to_dict(config), sort_keys=False)

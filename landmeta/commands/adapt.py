@@ -13,6 +13,7 @@ from landmeta.inference.labels import DEFAULT_CLASS_FIELD, LabelSource
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `adapt` sub-command to the parser."""
     parser = sub.add_parser("adapt", help="adapt a checkpoint to a new region's labelled tiles",
                             description="Support folder: images/<tile> + masks/<tile> (segmentation) or "
                                         "<class name>/<tile> (classification); tiles are GeoTIFF, PNG or JPG. "
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta adapt`; returns the exit status."""
     check_numbers(args)
     if args.labels is None:
         given = [flag for flag, value in (("--scene", args.scene), ("--layer", args.layer),

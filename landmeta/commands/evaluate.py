@@ -17,6 +17,7 @@ from landmeta.reporting.tables import summary_markdown
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `evaluate` sub-command to the parser."""
     parser = sub.add_parser("evaluate", help="compare methods on the saved tasks of held-out regions",
                             description="Score every checkpoint (MAML family adapted with its inner loop, "
                             "pretrain fine-tuned) and the baselines (random init, random forest, prototypes) "
@@ -42,6 +43,7 @@ def evaluation_config(runs: list[str], config_path: str | None, overrides: list[
 
 
 def parse_shots(text: str) -> list[int]:
+    """`--shots 0,1,5` -> [0, 1, 5]; ConfigError for anything else."""
     try:
         shots = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -52,6 +54,7 @@ def parse_shots(text: str) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta evaluate`; returns the exit status."""
     check_numbers(args)
     config = evaluation_config(args.runs, args.config, args.overrides)
     shots = parse_shots(args.shots) if args.shots else None

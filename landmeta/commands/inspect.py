@@ -13,6 +13,7 @@ from landmeta.vocab import SPLITS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `inspect` sub-command to the parser."""
     parser = sub.add_parser("inspect", help="summarise a chip store and map its regions")
     parser.add_argument("store", type=Path, help="chip store folder (from `landmeta preprocess`)")
     parser.add_argument("--out", type=Path, help="folder for regions_map.png (default: the store)")
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta inspect`; returns the exit status."""
     store = ChipStore.open(args.store)
     m = store.manifest
     print(f"{store.path}: source {m['source']}, {len(store)} chips of {store.chip_size} px, "

@@ -12,6 +12,7 @@ from landmeta.meta.checkpoint import Checkpoint
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `predict` sub-command to the parser."""
     parser = sub.add_parser("predict", help="predict land-cover maps of scenes (GeoTIFF, PNG/JPG, band folders)")
     parser.add_argument("--model", required=True, type=Path, help="checkpoint, usually from `landmeta adapt`")
     parser.add_argument("--input", required=True, type=Path,
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta predict`; returns the exit status."""
     check_numbers(args)
     ckpt = Checkpoint.load(args.model)
     options = PredictOptions(window=args.window, overlap=args.overlap, batch=args.batch,

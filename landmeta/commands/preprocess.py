@@ -12,6 +12,7 @@ from landmeta.data.preprocess import SOURCES, PreprocessOptions, preprocess
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `preprocess` sub-command to the parser."""
     parser = sub.add_parser("preprocess", help="turn raw tiles into a chip store of regions",
                             description="Read SEN12MS, DeepGlobe or a folder of your own tiles and write a "
                                         "chip store: memory-mapped chips, regions.gpkg, stats, manifest.")
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta preprocess`; returns the exit status."""
     check_numbers(args)
     options = PreprocessOptions(
         bands=args.bands, chip_size=args.chip_size, downsample=args.downsample, grid=args.grid,

@@ -9,6 +9,7 @@ from landmeta.reporting.report import write_report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `report` sub-command to the parser."""
     parser = sub.add_parser("report", help="write the comparison report (Markdown + self-contained HTML)")
     parser.add_argument("results", help="results folder from `landmeta evaluate`")
     parser.add_argument("--out", required=True, help="report folder (index.md, index.html, figures/)")
@@ -17,6 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta report`; returns the exit status."""
     out = write_report(args.results, args.out, overwrite=args.overwrite)
     print(f"report: {Path(out) / 'index.html'} (and index.md)")
     return 0

@@ -12,6 +12,7 @@ from landmeta.synth import SCALES, generate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `synth` sub-command to the parser."""
     parser = sub.add_parser("synth", help="generate the synthetic SEN12MS + DeepGlobe dataset")
     parser.add_argument("--out", required=True, type=Path, help="output folder (must be empty or absent)")
     parser.add_argument("--scale", default="default", choices=list(SCALES), help="dataset size (default: default)")
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta synth`; returns the exit status."""
     check_numbers(args)
     out = generate(args.out, scale=args.scale, seed=args.seed, overwrite=args.overwrite, progress=True)
     counts = json.loads((out / "synth.json").read_text())["counts"]

@@ -14,6 +14,7 @@ METHODS = ["maml", "fomaml", "metasgd", "anil", "boil", "pretrain"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `train` sub-command to the parser."""
     parser = sub.add_parser("train", help="meta-train a model on a chip store (or pretrain a baseline)",
                             description="Meta-train a classifier or U-Net over the meta-train regions of "
                                         "a chip store, validating on saved meta-val tasks; writes "
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `landmeta train`; returns the exit status."""
     check_numbers(args)
     config_path = args.config
     if config_path is None:

@@ -106,6 +106,7 @@ def _band_order(name: str) -> tuple[int, str]:
 
 
 def scan(root: Path, options: Any, skips: Skips) -> Scan:
+    """Find the tiles of a folder dataset (one folder per region) and their layout."""
     regions = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     if not regions:
         raise DataError(f"{root}: no region folders found (expected <root>/<region>/...)")

@@ -47,6 +47,7 @@ def check_results_folder(out: Path) -> None:
 
 
 def result_columns(kind: str) -> list[str]:
+    """The columns of results.csv for a task kind, before the checksum."""
     return KEY_COLUMNS + list(metric_names(kind))
 
 
@@ -193,6 +194,7 @@ class Results:
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """A results folder's meta.json; DataError naming the file if missing or foreign."""
     if not path.is_file():
         raise DataError(f"{path}: missing (not a results folder of `landmeta evaluate`)")
     try:
@@ -235,6 +237,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def write_meta(out: Path, meta: dict[str, Any]) -> None:
+    """Write meta.json (with the format tag) atomically."""
     atomic_write_json(out / "meta.json", {"format": FORMAT, **meta})
 
 

@@ -28,6 +28,8 @@ DEFAULT_OVERLAP = 32
 
 @dataclass(frozen=True)
 class PredictOptions:
+    """How `predict` slides its windows and what it writes."""
+
     window: int | None = None  # input pixels per window; None = 1024 (segmentation) or the chip size
     overlap: int | None = None  # None = 32 (segmentation) or 0 (classification)
     batch: int = 1
@@ -37,6 +39,7 @@ class PredictOptions:
 
 
 def legend_of(ckpt: Checkpoint) -> Legend:
+    """Class names and colours of the maps (a default palette when the checkpoint has none)."""
     names = list(ckpt.class_names)
     colors = ckpt.class_colors
     colors = [tuple(int(v) for v in c) for c in colors] if colors else default_colors(len(names))
@@ -62,6 +65,7 @@ def window_model(ckpt: Checkpoint, device: str = "cpu") -> WindowModel:
 
 
 def resolve_window(ckpt: Checkpoint, options: PredictOptions) -> tuple[int, int]:
+    """Window and overlap in input pixels: as given, or the defaults for the task kind."""
     classifier = ckpt.kind == "classification"
     window = options.window or (ckpt.store_chip_size if classifier else DEFAULT_WINDOW)
     overlap = options.overlap if options.overlap is not None else (0 if classifier else DEFAULT_OVERLAP)

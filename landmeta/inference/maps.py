@@ -61,6 +61,7 @@ def default_colors(n: int) -> list[tuple[int, int, int]]:
 
 
 def output_paths(out: Path, name: str, georeferenced: bool, polygons: bool) -> dict[str, Path]:
+    """The files written for one scene: GeoTIFFs, or PNGs without a georeference."""
     ext = "tif" if georeferenced else "png"
     paths = {"classes": out / f"{name}_classes.{ext}", "confidence": out / f"{name}_confidence.{ext}",
              "preview": out / f"{name}_preview.png", "legend": out / f"{name}_legend.json",
@@ -71,6 +72,7 @@ def output_paths(out: Path, name: str, georeferenced: bool, polygons: bool) -> d
 
 
 def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
+    """OutputExistsError naming the files that exist, unless `overwrite`."""
     existing = [p for p in paths if p.exists()]
     if existing and not overwrite:
         raise OutputExistsError(f"{existing[0]}: exists (use --overwrite to replace the maps)")

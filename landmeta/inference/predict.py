@@ -77,6 +77,7 @@ def crossfade(length: int, overlap: int, first: bool, last: bool) -> np.ndarray:
 
 
 def check_window(window: int, overlap: int) -> None:
+    """ModelError unless the window is at least 8 pixels and the overlap at most half of it."""
     if window < 8:
         raise ModelError(f"--window {window}: must be at least 8 pixels")
     if not 0 <= overlap <= window // 2:

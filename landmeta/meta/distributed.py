@@ -58,6 +58,7 @@ def init(world: World, device: torch.device, timeout_s: float = 1800.0) -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group, if one was joined."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -145,6 +146,7 @@ def agree(code: int, world: World) -> int:
 
 
 def barrier(world: World) -> None:
+    """Wait for every rank (nothing in a single process)."""
     if world.active:
         dist.barrier()
 

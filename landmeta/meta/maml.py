@@ -99,10 +99,12 @@ class InnerRates(nn.Module):
 
 
 def rate_mode(cfg: MetaConfig) -> str:
+    """The inner learning-rate mode: `metasgd` for Meta-SGD, else `meta.inner_lr_mode`."""
     return "metasgd" if cfg.method == "metasgd" else cfg.inner_lr_mode
 
 
 def build_rates(model: nn.Module, cfg: MetaConfig) -> InnerRates:
+    """The inner learning rates of the parameters the method adapts."""
     names = adapted_names(model, cfg.method, cfg.head_pattern)
     return InnerRates(model, names, rate_mode(cfg), cfg.inner_lr, cfg.inner_steps)
 
@@ -223,6 +225,8 @@ def use_first_order(cfg: MetaConfig, outer_step: int) -> bool:
 
 @dataclass
 class StepResult:
+    """One outer step's query loss and the logits of each task's query set."""
+
     loss: float  # mean weighted query loss over the task batch
     logits: list[Tensor]  # query logits at the final φ of each task (detached)
 

@@ -9,6 +9,7 @@ METRICS_FIELDS = ["step", "loss", "train_metric", "val_metric", "lr", "seconds"]
 
 
 def tensorboard(out: Path) -> Any:
+    """A TensorBoard writer in `out/tensorboard`, or None when tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
@@ -17,6 +18,7 @@ def tensorboard(out: Path) -> Any:
 
 
 def progress_bar(progress: bool, total: int, start: int) -> Any:
+    """A tqdm bar over the outer steps, or None without `progress`."""
     if not progress:
         return None
     from tqdm import tqdm
@@ -24,6 +26,7 @@ def progress_bar(progress: bool, total: int, start: int) -> Any:
 
 
 def log_row(board: Any, bar: Any, row: dict[str, Any]) -> None:
+    """Show one metrics row on TensorBoard and the progress bar."""
     if board is not None:
         for key in ("loss", "train_metric", "val_metric", "lr"):
             if row[key] != "":

@@ -29,6 +29,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore every generator from `rng_state()`'s record."""
     random.setstate(state["python"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, gauss))
@@ -60,6 +61,7 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def step_of(path: Path) -> int | str:
+    """The step of a checkpoint file, or 'unreadable' (for messages)."""
     try:
         return Checkpoint.load(path).step
     except CheckpointError:

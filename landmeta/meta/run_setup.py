@@ -96,6 +96,7 @@ def init_weights(model: nn.Module, path: str | Path, setup: Setup) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
+    """`auto` -> cuda when available, else cpu; ConfigError for cuda without a device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -48,6 +48,8 @@ STOPS = ["done", "early-stopped", "interrupted"]  # run statuses, in order of pr
 
 @dataclass
 class TrainResult:
+    """Where a run ended: its folder, last step, best validation metric and status."""
+
     out: Path
     step: int
     best_val: float | None  # best validation metric (accuracy or mIoU)

@@ -15,6 +15,7 @@ from landmeta.text import mpl_text
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
+    """Save a figure as PNG atomically and close it."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     return path

@@ -38,6 +38,7 @@ def summary_cells(summary: pd.DataFrame, metric: str, methods: list[str]) -> tup
 
 
 def summary_markdown(summary: pd.DataFrame, metric: str, methods: list[str]) -> str:
+    """The mean ± CI table as Markdown, best per shot count in bold."""
     shots, cells, bold = summary_cells(summary, metric, methods)
     lines = ["| method | " + " | ".join(f"{s}-shot" for s in shots) + " |",
              "|---|" + "---|" * len(shots)]
@@ -47,6 +48,7 @@ def summary_markdown(summary: pd.DataFrame, metric: str, methods: list[str]) -> 
 
 
 def summary_html(summary: pd.DataFrame, metric: str, methods: list[str]) -> str:
+    """The mean ± CI table as HTML, best per shot count in bold."""
     shots, cells, bold = summary_cells(summary, metric, methods)
     head = "".join(f"<th>{s}-shot</th>" for s in shots)
     body = "".join(
@@ -74,6 +76,7 @@ TESTS_HEADER = ["baseline", "shots", "difference [95% CI]", "Wilcoxon p", "boots
 
 
 def tests_markdown(tests: pd.DataFrame, metric: str) -> str:
+    """The paired tests as a Markdown table."""
     rows = tests_rows(tests, metric)
     lines = ["| " + " | ".join(TESTS_HEADER) + " |", "|" + "---|" * len(TESTS_HEADER)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -81,6 +84,7 @@ def tests_markdown(tests: pd.DataFrame, metric: str) -> str:
 
 
 def tests_html(tests: pd.DataFrame, metric: str) -> str:
+    """The paired tests as an HTML table."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in TESTS_HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in tests_rows(tests, metric))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -27,6 +27,8 @@ from landmeta.workers import die_with_parent
 
 @dataclass(frozen=True)
 class Scale:
+    """The size of a generated dataset: regions, patches and tiles."""
+
     regions: int  # SEN12MS (season, scene) regions
     patches: int  # 256x256 patches per region
     styles: int  # DeepGlobe pseudo-regions

@@ -37,6 +37,7 @@ class Style:
 
 
 def make_styles(n: int, rng: np.random.Generator) -> list[Style]:
+    """`n` random regional styles (class proportions, colour casts, brightness, haze) of synthetic DeepGlobe tiles."""
     styles = []
     for _ in range(n):
         props = rng.dirichlet(CLASS_PRIOR * 1.5)
@@ -100,6 +101,7 @@ def render_tile(style: Style, size: int, rng: np.random.Generator) -> tuple[np.n
 
 
 def write_tile(root: Path, tile_id: str, image: np.ndarray, labels: np.ndarray, quality: int) -> None:
+    """Write one synthetic tile as DeepGlobe does: `<id>_sat.jpg` and its colour mask `<id>_mask.png`."""
     root.mkdir(parents=True, exist_ok=True)
     Image.fromarray(image, "RGB").save(root / f"{tile_id}_sat.jpg", quality=quality)
     Image.fromarray(encode_deepglobe_mask(labels), "RGB").save(root / f"{tile_id}_mask.png")
