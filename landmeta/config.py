@@ -290,7 +290,7 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
         if not isinstance(value, list):
             raise ConfigError(f"{source}: {key}: expected a list, got {value!r}")
         return [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: {key}: expected a mapping, got {value!r}")
         return _build(hint, value, source, prefix=f"{key}.")

@@ -36,11 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     chips = store.chips.assign(split=store.chips["region"].map(store.regions.set_index("region")["split"]))
     labelled = chips[chips["label"] >= 0]
-    names = {i: n for i, n in enumerate(store.class_names)}
-    table = pd.crosstab(labelled["region"], labelled["label"].map(names))
+    class_of = labelled["label"].map(dict(enumerate(store.class_names)))
+    table = pd.crosstab(labelled["region"], class_of)
     print("\nchips per class in each region (majority label)")
     print(table.to_string(max_rows=40))
-    per_class = pd.crosstab(labelled["label"].map(names), labelled["split"])
+    per_class = pd.crosstab(class_of, labelled["split"])
     print("\nchips per class and split")
     print(per_class.to_string())
 

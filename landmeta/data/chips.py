@@ -78,7 +78,7 @@ def _tile_cluster(boxes: np.ndarray, height: int, width: int, sh: int, sw: int,
         j0, j1 = (c0 - c_start) // sw, min((max(c1, c0 + 1) - 1 - c_start) // sw, nc - 1)
         ni, nj = i1 - i0 + 1, j1 - j0 + 1
         if ni * nj <= per_feature:
-            rows, cols = range(i0, i1 + 1), range(j0, j1 + 1)
+            rows, cols = list(range(i0, i1 + 1)), list(range(j0, j1 + 1))
         else:
             ki = min(ni, max(1, round(math.sqrt(per_feature * ni / nj))))
             kj = min(nj, max(1, per_feature // ki))

@@ -40,7 +40,8 @@ def read_class_map(path: Path) -> tuple[list[str], dict[tuple[int, int, int], in
         parts = [p.strip() for p in line.split(",")]
         try:
             cid = int(parts[1])
-            rgb = tuple(int(v) for v in parts[2:5])
+            rgb: tuple[int, int, int] | tuple[()] = \
+                (int(parts[2]), int(parts[3]), int(parts[4])) if len(parts) == 5 else ()
         except (IndexError, ValueError):
             cid, rgb = -1, ()
         if len(parts) not in (2, 5) or not 0 <= cid < IGNORE_INDEX or cid in names:
@@ -144,7 +145,7 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     tiles: list[TileRef] = []
     bands: list[str] | None = None
     wanted: list[str] | None = None
-    for path, region, label, mask in candidates:
+    for path, region_name, label, mask in candidates:
         head = _header(path, skips)
         if head is None:
             continue
@@ -156,10 +157,10 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
             continue
         rel = path.relative_to(root)
         tiles.append(TileRef(tile="/".join(rel.with_suffix("").parts) if path.is_file() else "/".join(rel.parts),
-                             region=region, source=str(path), height=head["height"], width=head["width"],
+                             region=region_name, source=str(path), height=head["height"], width=head["width"],
                              label=label, paths={"image": path, **({"mask": mask} if mask else {})},
-                             parent=_parent(pattern, region, path)))
-    if not tiles:
+                             parent=_parent(pattern, region_name, path)))
+    if not tiles or bands is None or wanted is None:
         raise DataError(f"{root}: no readable tiles (see the skipped inputs)")
     chip = options.chip_size or min(tiles[0].height, tiles[0].width) // options.downsample
     kinds = ["classification", "segmentation"] if segmentation else ["classification"]

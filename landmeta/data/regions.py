@@ -122,7 +122,7 @@ def image_features(image: np.ndarray, mask: np.ndarray, num_classes: int) -> np.
     texture = (np.abs(np.diff(image, axis=1)).mean(axis=(1, 2)) + np.abs(np.diff(image, axis=2)).mean(axis=(1, 2)))
     labelled = mask[mask < num_classes]
     hist = np.bincount(labelled, minlength=num_classes)[:num_classes].astype(np.float32)
-    hist = hist / max(1, labelled.size)
+    hist /= max(1, labelled.size)
     return np.concatenate([colour, texture, hist])
 
 

@@ -53,11 +53,11 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     if not seasons:
         raise DataError(f"{root}: no SEN12MS season folders (e.g. ROIs1158_spring/) found")
     found: dict[tuple[str, int, int], dict[str, Path]] = {}
-    for season in seasons:
-        for path in sorted(season.glob("*_*/*.tif")):
+    for folder in seasons:
+        for path in sorted(folder.glob("*_*/*.tif")):
             match = PATCH_FILE.match(path.name)
-            if match and match.group(1) == season.name and path.parent.name == f"{match.group(2)}_{match.group(3)}":
-                key = (season.name, int(match.group(3)), int(match.group(4)))
+            if match and match.group(1) == folder.name and path.parent.name == f"{match.group(2)}_{match.group(3)}":
+                key = (folder.name, int(match.group(3)), int(match.group(4)))
                 found.setdefault(key, {})[match.group(2)] = path
     complete = []
     for key, paths in sorted(found.items()):

@@ -27,7 +27,7 @@ class ChipStore:
         self.manifest = manifest
         self.bands: list[str] = list(manifest["bands"])
         self.class_names: list[str] = list(manifest["class_names"])
-        self.class_colors: list[tuple[int, int, int]] = [tuple(int(v) for v in c) for c in manifest["class_colors"]]
+        self.class_colors: list[tuple[int, int, int]] = [(int(r), int(g), int(b)) for r, g, b in manifest["class_colors"]]
         self.kinds: list[str] = list(manifest["kinds"])
         self.chip_size = int(manifest["chip_size"])
         self.num_classes = len(self.class_names)

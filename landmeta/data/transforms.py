@@ -130,8 +130,8 @@ class BatchMaker:
         x = self.store.images(idx)
         if not np.array_equal(self.band_idx, np.arange(len(self.store.bands))):
             x = x[:, self.band_idx]
-        x = resize_chips(torch.from_numpy(x), self.chip_size, mask=False)
-        return torch.from_numpy(normalise(x.numpy(), self.mean, self.std))
+        resized = resize_chips(torch.from_numpy(x), self.chip_size, mask=False)
+        return torch.from_numpy(normalise(resized.numpy(), self.mean, self.std))
 
     def _augment(self, x: Tensor, masks: Tensor | None,
                  rng: np.random.Generator) -> tuple[Tensor, Tensor | None]:

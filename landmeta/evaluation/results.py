@@ -256,7 +256,7 @@ def write_examples(path: Path, examples: list[dict[str, Any]]) -> None:
     arrays["index"] = np.array(json.dumps(index))
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
 
 
 def read_examples(path: Path) -> list[dict[str, Any]]:

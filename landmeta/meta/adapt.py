@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -66,7 +66,7 @@ def adapt(ckpt: Checkpoint, model: nn.Module, x_support: Tensor, y_support: Tens
 def _fit_head(model: nn.Module, global_head: bool, y: Tensor, classes: Sequence[int] | None) -> None:
     """Cut a global head (pretrained, or MAML with `class_head: global`) to the task's classes;
     check that a task-local head fits the labels."""
-    head: nn.Linear = model.head
+    head = cast(nn.Linear, model.head)
     n_way = len(classes) if classes is not None else int(y.max()) + 1 if len(y) else head.out_features
     if global_head and (classes is not None or n_way != head.out_features):
         new = nn.Linear(head.in_features, n_way).to(head.weight.device)
@@ -103,7 +103,7 @@ def _inner_adapt(model: nn.Module, ckpt: Checkpoint, meta: MetaConfig, x: Tensor
         for name, param in model.named_parameters():
             param.copy_(phi[name])
     norms = build_step_norms(model, meta)  # meta.per_step_bn: the statistics of the step reached
-    if norms is not None:
+    if norms is not None and ckpt.step_norm_stats is not None:
         norms.load_state_dict(ckpt.step_norm_stats)
         norms.load_into(model, steps)
 
@@ -114,7 +114,8 @@ def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, lay
         raise ModelError(f"fine-tuning layers must be 'all' or 'head', got {layers!r}")
     trained = [p for n, p in model.named_parameters() if layers == "all" or is_head(n, head_pattern)]
     optimiser = torch.optim.Adam(trained, lr=lr)
-    params, buffers = dict(model.named_parameters()), dict(model.named_buffers())
+    params: dict[str, Tensor] = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
     for _ in range(steps):
         optimiser.zero_grad()
         task_loss(forward(model, params, buffers, x), y).backward()
@@ -131,13 +132,14 @@ def set_norm_stats(model: nn.Module, x: Tensor, policy: str) -> None:
         raise ModelError(f"BatchNorm statistics policy must be one of {list(NORM_POLICIES)}, got {policy!r}")
     if policy == "trained":
         return
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    kept = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]
-    reestimate_norm_stats(model, x)
+    stats = [(m.running_mean, m.running_var) for m in model.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    kept = [(mean.clone(), cast(Tensor, var).clone()) for mean, var in stats]
+    reestimate_norm_stats(model, x)  # in place: `stats` now holds the support's
     if policy == "blend":
-        for m, (mean, var) in zip(norms, kept):
-            m.running_mean.add_(mean).mul_(0.5)
-            m.running_var.add_(var).mul_(0.5)
+        for (mean, var), (old_mean, old_var) in zip(stats, kept):
+            mean.add_(old_mean).mul_(0.5)
+            cast(Tensor, var).add_(old_var).mul_(0.5)
 
 
 @torch.no_grad()

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +126,9 @@ class StepNorms(nn.Module):
         self.steps = steps
         self.layers = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         for name in self.layers:
-            norm, key = model.get_submodule(name), name.replace(".", "__")
+            norm, key = cast(_BatchNorm, model.get_submodule(name)), name.replace(".", "__")
+            assert norm.running_mean is not None and norm.running_var is not None  # tracked, so present
+            assert norm.num_batches_tracked is not None
             self.register_buffer(f"{key}__mean", norm.running_mean.detach().repeat(steps, 1))
             self.register_buffer(f"{key}__var", norm.running_var.detach().repeat(steps, 1))
             self.register_buffer(f"{key}__count", norm.num_batches_tracked.new_zeros(steps))
@@ -173,8 +176,8 @@ def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update
     statistics and updates the running statistics in `buffers` only when `update_stats` (otherwise
     it is given none); in eval mode it normalises with those in `buffers`. `double_backward` (the
     pass's backward will itself be differentiated) selects BatchNorm's cheaper double backward."""
-    if model.training and not update_stats:
-        buffers = {k: None if k.endswith(NORM_STATS) else v for k, v in buffers.items()}
+    if model.training and not update_stats:  # None: BatchNorm keeps no statistics (torch accepts it)
+        buffers = cast(Params, {k: None if k.endswith(NORM_STATS) else v for k, v in buffers.items()})
     with BatchNormMode() if double_backward else nullcontext():
         return functional_call(model, {**params, **buffers}, (x,))
 
@@ -255,7 +258,7 @@ def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
             if weight == 0.0:
                 continue
             last = norms is not None and step == len(phis)
-            logits = forward(model, phi, norms.at(buffers, step) if last else buffers, xq,
+            logits = forward(model, phi, norms.at(buffers, step) if norms is not None and last else buffers, xq,
                              update_stats=last and not cfg.keep_norm_stats)
             loss = loss + weight * loss_fn(logits, yq)
         (loss / len(tasks)).backward()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ RESUMABLE_CHANGES = ("train.", "meta.steps", "eval.")  # config keys a resumed r
 
 def rng_state() -> dict[str, Any]:
     """Every generator's state as tensors and plain values (what a checkpoint may hold)."""
-    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    name, keys, pos, has_gauss, gauss = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {"python": random.getstate(), "numpy": (name, keys.tolist(), pos, has_gauss, gauss),
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}

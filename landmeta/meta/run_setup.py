@@ -17,7 +17,7 @@ from landmeta.io import provenance
 from landmeta.meta.checkpoint import Checkpoint
 from landmeta.meta.maml import InnerRates, StepNorms, rate_mode
 from landmeta.models import build_model
-from landmeta.vocab import MAML_METHODS, Method
+from landmeta.vocab import MAML_METHODS, Method, TaskKind
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Setup:
 
     store: ChipStore
     batches: BatchMaker
-    kind: str
+    kind: TaskKind
     num_classes: int
 
 

@@ -50,8 +50,8 @@ def maml_step(config: Config, setup: Setup, model: nn.Module, rates: InnerRates,
     """One outer step on this rank's tasks of the meta-batch (made by `feed.MetaBatches`)."""
 
     def step(index: int, draws: list[TaskDraw]) -> tuple[float, float]:
-        batch = [tuple(dd.to_device(v, device) for v in (d.tensors.x_support, d.tensors.y_support,
-                                                         d.tensors.x_query, d.tensors.y_query)) for d in draws]
+        batch = [(dd.to_device(d.tensors.x_support, device), dd.to_device(d.tensors.y_support, device),
+                  dd.to_device(d.tensors.x_query, device), dd.to_device(d.tensors.y_query, device)) for d in draws]
         rows = [torch.as_tensor(d.classes, device=device) for d in draws]
         global_head = setup.kind == "classification" and config.meta.class_head == "global"
         result = meta_step(model, rates, config.meta, batch, index, rows=rows if global_head else None,

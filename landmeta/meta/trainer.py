@@ -18,9 +18,11 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -109,7 +111,7 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
             if rates is not None and ckpt.inner_lrs is not None:
                 rates.load_state_dict(ckpt.inner_lrs)
             if norms is not None:
-                norms.load_state_dict(ckpt.step_norm_stats)
+                norms.load_state_dict(ckpt.step_norm_stats or {})
             optimiser.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             start, best, stale = ckpt.step, state["best_val"], state["stale"]
@@ -132,8 +134,9 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
     val_tasks = load_or_create_tasks(store, "val", setup.kind, config.task.n_way, config.task.k_shot,
                                      config.task.q_query, config.task.val_tasks, config.seed) if world.main else []
     eval_batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=False)
-    forward_model = torch.compile(model) if config.train.compile else model
-    step_fn = maml_step(config, setup, model, rates, device, world, norms) if rates is not None else \
+    forward_model = cast(nn.Module, torch.compile(model)) if config.train.compile else model
+    step_fn: Callable[[int, Any], tuple[float, float]] = \
+        maml_step(config, setup, model, rates, device, world, norms) if rates is not None else \
         pretrain_step(forward_model, setup.kind, device, world)
     feed = steps_data(step_data(config, setup, world, rates is not None), start, meta.steps, config.train.workers)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if config.train.amp and device.type == "cuda" \
@@ -156,13 +159,13 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
         writer = csv.DictWriter(fh, fieldnames=METRICS_FIELDS)
         if world.main and fh.tell() == 0:
             writer.writeheader()
-        for step, data in zip(range(start + 1, meta.steps + 1), feed):
+        for step, step_input in zip(range(start + 1, meta.steps + 1), feed):
             model.train()
             optimiser.zero_grad(set_to_none=True)
             buffers = {k: v.clone() for k, v in model.named_buffers()} if world.active else {}
             step_sets = {k: v.clone() for k, v in norms.named_buffers()} if world.active and norms else {}
             with amp:
-                loss, metric = step_fn(step - 1, data)
+                loss, metric = step_fn(step - 1, step_input)
             dd.reduce_gradients(trained, world)
             dd.reduce_buffers(model, buffers, world)
             if norms is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import cast
 
 import segmentation_models_pytorch as smp
 import torch
@@ -47,7 +48,7 @@ def build_model(cfg: ModelConfig, in_channels: int, num_classes: int, kind: str,
         if cfg.name == "unet":
             model = build_unet(in_channels, num_classes, cfg.encoder, cfg.encoder_depth,
                                cfg.decoder_channels)
-            encoder = model.encoder
+            encoder = cast(nn.Module, model.encoder)
         else:
             encoder = smp.encoders.get_encoder(cfg.encoder, in_channels=in_channels,
                                                depth=cfg.encoder_depth, weights=None)

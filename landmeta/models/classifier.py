@@ -43,7 +43,7 @@ class EncoderClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(encoder.out_channels[-1], num_classes)
+        self.head = nn.Linear(int(encoder.out_channels[-1]), num_classes)  # type: ignore[index]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x)[-1].mean(dim=(2, 3)))

@@ -68,9 +68,8 @@ def _river(size: int, width: float, rng: np.random.Generator) -> np.ndarray:
         pts.append(pos.copy())
         if pos[0] > size + 5:
             break
-    pts = np.array(pts)
     yy, xx = np.mgrid[0:size, 0:size]
-    dist, _ = cKDTree(pts).query(np.stack([yy.ravel(), xx.ravel()], axis=1))
+    dist, _ = cKDTree(np.array(pts)).query(np.stack([yy.ravel(), xx.ravel()], axis=1))
     mask = dist.reshape(size, size) < width / 2
     return np.rot90(mask, k=int(side))
 
