@@ -30,6 +30,14 @@ def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarr
     return out
 
 
+def denormalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The inverse of `normalise`: normalised (…, C, H, W) back to physical values, float32."""
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)
+    std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
+    return np.asarray(images, dtype=np.float32) * std + mean
+
+
 SYMMETRIES = ("e", "r90", "r180", "r270", "v", "hvt", "h", "t")  # the 8 symmetries of the square (D4)
 CACHE_MB = 256.0  # default budget of a BatchMaker's prepared chips
 

@@ -39,6 +39,7 @@ from landmeta.evaluation.results import (
     write_meta,
     write_summaries,
 )
+from landmeta.evaluation.windows import open_windows
 from landmeta.io import output_lock, provenance
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import Checkpoint
@@ -48,6 +49,7 @@ from landmeta.vocab import TRAIN_METHODS
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
 TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val
+RESUME_KEYS = ("kind", "store", "split", "tasks", "n_way", "q_query")  # meta.json entries a resumed run must share
 RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("RED", "GREEN", "BLUE"))
 
 
@@ -104,15 +106,18 @@ class EvalSetup:
     config: dict[str, Any]
     seed: int
     tuned: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
+    windows: bool = False  # `store` is a user region's windows.npz (`landmeta.evaluation.windows`)
 
 
 class Evaluator:
-    """Methods and data of one evaluation, built from an `EvalSetup` (once per worker process)."""
+    """Methods and data of one evaluation, built from an `EvalSetup` (once per worker process), or
+    on a store already open (a user region's windows before they are saved)."""
 
-    def __init__(self, setup: EvalSetup) -> None:
+    def __init__(self, setup: EvalSetup, store: ChipStore | None = None) -> None:
         self.setup = setup
         self.config = config_from_dict(setup.config, source="evaluation config")
-        self.store = ChipStore.open(setup.store)
+        self.store = store if store is not None else (open_windows(setup.store) if setup.windows
+                                                      else ChipStore.open(setup.store))
         self.kind = setup.kind
         self.methods = load_methods(setup.checkpoints, self.store, self.kind, setup.seed)
         first = next(m.ckpt for m in self.methods if m.ckpt is not None)
@@ -329,24 +334,14 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
     kind = Checkpoint.load(checkpoints[0]).kind
     if kind not in store.kinds:
         raise CheckpointError(f"{checkpoints[0]}: a {kind} checkpoint; the store {store.path} has {store.kinds}")
-    shots = sorted(set(config.eval.shots if shots is None else shots))
-    if not shots or min(shots) < 0:
-        raise TaskError(f"shots must be non-negative integers, got {shots}")
-    count = config.task.test_tasks if tasks is None else tasks
-    if count < 1:
-        raise TaskError(f"tasks per shot count must be >= 1, got {count}")
-    workers = config.eval.workers if workers is None else workers
+    shots, count, workers = task_counts(config, shots, tasks, workers)
     t = config.task
     n_way = t.n_way
     positive = [s for s in shots if s > 0] or [1]
     setup = EvalSetup(str(store.path.resolve()), split, kind, checkpoints, config_to_dict(config), config.seed)
     probe = Evaluator(setup)  # validates every checkpoint against the store before anything is written
     methods = probe.methods
-    for m in methods:
-        if (kind == "classification" and m.family == "maml" and not m.ckpt.global_class_head
-                and m.ckpt.num_classes != t.n_way):
-            raise CheckpointError(f"{m.ckpt.where}: a {m.ckpt.num_classes}-way classifier; the tasks are "
-                                  f"{t.n_way}-way (task.n_way)")
+    check_heads(methods, kind, n_way, f"the tasks are {n_way}-way (task.n_way)")
     task_lists = {s: load_or_create_tasks(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed)
                   for s in shots}
     task_files = {s: str(task_file(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed))
@@ -365,13 +360,23 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
                                                                     "counts", "checksums", "provenance")},
             "config": config_to_dict(config)}
     out.mkdir(parents=True, exist_ok=True)
-    meta["tuned"] = _resume_or_start(out, meta, overwrite)
+    meta["tuned"] = resume_or_start(out, meta, overwrite)
     write_meta(out, meta | {"status": "running", "provenance": provenance()})
     missing_tuning = [s for s in positive if s in shots and any(
         str(s) not in meta["tuned"].get(m.name, {}) for m in methods if m.family in TUNED_FAMILIES)]
     if missing_tuning:
         meta["tuned"] = _tune(probe, store, kind, n_way, missing_tuning, meta["tuned"], workers, progress)
         write_meta(out, meta | {"status": "running", "provenance": provenance()})
+    return score_tasks(probe, out, meta, task_lists, workers, progress)
+
+
+def score_tasks(probe: Evaluator, out: Path, meta: dict[str, Any], task_lists: dict[int, list[Task]],
+                workers: int, progress: bool) -> Path:
+    """Score every method on every task with the settings in `meta["tuned"]` (rows already in
+    results.csv are kept), then write the examples, summaries and the finished meta.json."""
+    setup, config, kind, methods = probe.setup, probe.config, probe.kind, probe.methods
+    shots = meta["shots"]
+    positive = [s for s in shots if s > 0] or [1]
     setup.tuned = {m: {int(s): hp for s, hp in v.items()} for m, v in meta["tuned"].items()}
     log = ResultsLog(out / "results.csv", kind)
     example_shots = positive[0] if positive[0] in shots else shots[0]
@@ -398,6 +403,26 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
     return out
 
 
+def task_counts(config: Config, shots: list[int] | None, tasks: int | None,
+                workers: int | None) -> tuple[list[int], int, int]:
+    """Shot counts (sorted), tasks per shot count and worker processes: as given, else from the config."""
+    shots = sorted(set(config.eval.shots if shots is None else shots))
+    if not shots or min(shots) < 0:
+        raise TaskError(f"shots must be non-negative integers, got {shots}")
+    count = config.task.test_tasks if tasks is None else tasks
+    if count < 1:
+        raise TaskError(f"tasks per shot count must be >= 1, got {count}")
+    return shots, count, config.eval.workers if workers is None else workers
+
+
+def check_heads(methods: list[Method], kind: str, n_way: int | None, tasks: str) -> None:
+    """CheckpointError for a MAML-family classifier whose task-local head does not have `n_way` outputs."""
+    for m in methods:
+        if (kind == "classification" and m.family == "maml" and m.ckpt is not None
+                and not m.ckpt.global_class_head and m.ckpt.num_classes != n_way):
+            raise CheckpointError(f"{m.ckpt.where}: a {m.ckpt.num_classes}-way classifier; {tasks}")
+
+
 def _num(value: Any) -> float | None:
     return float(value) if value is not None and np.isfinite(value) else None
 
@@ -407,9 +432,10 @@ def _bar(progress: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="task", disable=not progress)
 
 
-def _resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool) -> dict[str, Any]:
+def resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool,
+                     keys: tuple[str, ...] = RESUME_KEYS) -> dict[str, Any]:
     """Tuned hyperparameters of a resumable run in `out` ({} for a fresh start); DataError if `out`
-    holds results of other data, split, task lists or methods."""
+    holds results of other data, split, task lists or methods (`keys` of meta.json)."""
     if overwrite:
         for name in ("results.csv", "summary.csv", "tests.csv", "examples.npz", "meta.json"):
             (out / name).unlink(missing_ok=True)
@@ -420,10 +446,14 @@ def _resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool) -> dict[s
                                     "choose another --out or pass --overwrite")
         return {}
     old = read_meta(out / "meta.json")
-    for key in ("kind", "store", "split", "tasks", "n_way", "q_query"):
-        if old.get(key) != meta[key]:
-            raise DataError(f"{out / 'meta.json'}: results of another evaluation ({key} {old.get(key)!r}, "
-                            f"now {meta[key]!r}); choose another --out or pass --overwrite")
+    for key in keys:
+        before, now = old.get(key), meta[key]
+        if before != now:
+            if isinstance(before, dict) and isinstance(now, dict):  # name the entry that differs
+                entry = next(k for k in {**before, **now} if before.get(k) != now.get(k))
+                key, before, now = f"{key}.{entry}", before.get(entry), now.get(entry)
+            raise DataError(f"{out / 'meta.json'}: results of another evaluation ({key} {before!r}, "
+                            f"now {now!r}); choose another --out or pass --overwrite")
     for name, info in meta["methods"].items():
         before = old.get("methods", {}).get(name)
         if before is not None and before.get("checkpoint") != info.get("checkpoint"):

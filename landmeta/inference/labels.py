@@ -59,6 +59,8 @@ class LabelledSupport:
     outside: int  # features left out: outside the scene's footprint
     overlap_pixels: int  # pixels of the windows where features of different classes overlap
     point_radius: float
+    feature_boxes: np.ndarray  # (features, 4) int pixel boxes row0, col0, row1, col1 (end exclusive)
+    feature_classes: np.ndarray  # (features,) class of each box, as in `support.y`
 
 
 @dataclass
@@ -108,7 +110,8 @@ def read_label_support(source: LabelSource, ckpt: Checkpoint, class_map: Path | 
         raise DataError(f"{source.labels}: the windows hold {len(set(support.y.tolist()))} class; "
                         f"a classifier needs at least 2 classes")
     return LabelledSupport(support=support, windows=used, features=len(features.boxes), outside=outside,
-                           overlap_pixels=overlap, point_radius=radius)
+                           overlap_pixels=overlap, point_radius=radius, feature_boxes=features.boxes,
+                           feature_classes=np.concatenate([features.polygon_class, features.point_class]))
 
 
 def _read_layer(source: LabelSource) -> Any:

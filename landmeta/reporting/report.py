@@ -94,10 +94,15 @@ def write_report(results: str | Path, out: str | Path, overwrite: bool = False) 
         figures = tmp / "figures"
         figures.mkdir()
         page = _Page(tmp)
-        title = f"landmeta evaluation — {Path(str(meta.get('store', res.path))).name} ({meta['kind']}, {meta.get('split', '?')} regions)"
+        region = meta.get("user_region")
+        title = (f"landmeta evaluation — {Path(region['labels']).name} over {Path(region['scene']).name} "
+                 f"({meta['kind']}, your own labels)" if region else
+                 f"landmeta evaluation — {Path(str(meta.get('store', res.path))).name} ({meta['kind']}, {meta.get('split', '?')} regions)")
         page.heading(title, 1)
         n_tasks = res.results.groupby("shots")["task"].nunique().to_dict()
-        page.text(f"Store {meta.get('store')}, split {meta.get('split')}, {meta['kind']}; tasks per shot count: "
+        intro = (_region_text(region) + f"{meta['kind'].capitalize()} tasks" if region else
+                 f"Store {meta.get('store')}, split {meta.get('split')}, {meta['kind']}; tasks")
+        page.text(intro + " per shot count: "
                   + ", ".join(f"{s}-shot {n}" for s, n in sorted(n_tasks.items()))
                   + ". Cells are mean ± 95% CI (1.96·std/√n over tasks); the best mean per column is bold.")
         if meta.get("status") != "complete":
@@ -121,6 +126,17 @@ def write_report(results: str | Path, out: str | Path, overwrite: bool = False) 
         _provenance_section(page, res)
         page.write(title)
     return Path(out)
+
+
+def _region_text(region: dict[str, Any]) -> str:
+    """What a user-region evaluation was computed from (`landmeta evaluate --scene --labels`)."""
+    return (f"From the user's own labels, not the held-out-region protocol: {region['labels']} over the scene "
+            f"{region['scene']}, {region['features']} features in {region['windows']} windows of "
+            f"{region['window_pixels']} px, {region['blocks']} spatial blocks of {region['block_pixels']} px "
+            f"({region['windows_left_out']} windows left out). Each task holds out blocks with at least "
+            f"{region['query_share']:.0%} of the windows as query (on average {region['query_windows']:.1f} windows; "
+            f"{region['distinct_queries']} distinct held-out sets) and draws the support from windows at least "
+            f"{region['buffer_pixels']} px away; shots are {region['shots_are']}. ")
 
 
 def _map_section(page: _Page, res: Results, figures: Path, reference: str | None) -> None:
@@ -166,8 +182,8 @@ def _examples_section(page: _Page, res: Results, figures: Path, names: list[str]
 def _provenance_section(page: _Page, res: Results) -> None:
     meta = res.meta
     page.heading("Provenance", 2)
-    details: dict[str, Any] = {k: meta[k] for k in ("store", "split", "shots", "tasks", "seeds", "task_files",
-                                                    "tuned", "store_manifest", "provenance") if k in meta}
+    details: dict[str, Any] = {k: meta[k] for k in ("store", "split", "user_region", "shots", "tasks", "seeds",
+                                                    "task_files", "tuned", "store_manifest", "provenance") if k in meta}
     details["methods"] = meta.get("methods", {})  # checkpoints with their training config and provenance
     details["evaluation_config"] = meta.get("config")
     page.code(yaml.safe_dump(json.loads(json.dumps(details, default=str)), sort_keys=False, width=110))
