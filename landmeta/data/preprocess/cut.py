@@ -17,7 +17,7 @@ from shapely.geometry import Polygon
 from landmeta.classes import IGNORE_INDEX
 from landmeta.data import Tile, TileRef
 from landmeta.data.geo import footprints
-from landmeta.data.preprocess.npy import NpyBlocks
+from landmeta.data.preprocess.npy import RowWriter
 from landmeta.data.regions import image_features
 from landmeta.errors import DataError
 
@@ -25,16 +25,17 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 FLOAT32_LOWEST = float(np.finfo(np.float32).min)  # GDAL's default nodata of float rasters (-3.4e38)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TileJob:
-    """What preparing a tile needs besides the tile (sent once to each worker process)."""
+    """What preparing a tile needs besides the tile: the same for every tile, sent with each one to
+    the worker processes (a few hundred bytes pickled)."""
 
-    load: Callable[[TileRef], Tile]
+    load: Callable[[TileRef], Tile]  # picklable, see `Scan.load`
     size: int
     factor: int
     feature_classes: int  # DeepGlobe: classes of the per-image features; 0 = no features
-    images: NpyBlocks
-    masks: NpyBlocks
+    images: RowWriter
+    masks: RowWriter
 
 
 @dataclass

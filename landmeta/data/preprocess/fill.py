@@ -41,7 +41,7 @@ def fill(tmp: Path, source: str, scan: Scan, layout: list[tuple[TileRef, int, in
           NpyBlocks(tmp / "masks.npy", np.uint8, (int(starts[-1]), size, size)) as masks,
           open(tmp / "chips.csv", "w", newline="") as fh):
         job = TileJob(scan.load, size, options.downsample, len(scan.class_names) if source == "deepglobe" else 0,
-                      images, masks)
+                      images.writer, masks.writer)
         writer = csv.writer(fh)
         writer.writerow(["chip", "tile", "region", "parent", "label", "source"])
         items = [(ref, rows, cols, int(first)) for (ref, rows, cols), first in zip(layout, starts)]

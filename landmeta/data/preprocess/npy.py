@@ -1,9 +1,10 @@
 """The store's .npy arrays, written block by block without holding them in memory.
 
 A file is sized up front from the readers' headers (sparse until filled); worker processes write
-each tile's chips at its row offset, the main process hashes the rows in order as they are
-finished (read back from the page cache) and, at the end, drops the rows of tiles that turned out
-unreadable. Also the sha256 of a whole file, for the manifest's `checksums`.
+each tile's chips at its row offset (`RowWriter`, a small value sent with each tile), the main
+process hashes the rows in order as they are finished (read back from the page cache) and, at the
+end, drops the rows of tiles that turned out unreadable (`NpyBlocks`). Also the sha256 of a whole
+file, for the manifest's `checksums`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +31,30 @@ def _create_npy(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return header.getvalue()
 
 
+@dataclass(frozen=True)
+class RowWriter:
+    """Where the rows of a sized .npy file lie; writes row blocks in place from any process (each
+    write opens and closes the file, so a copy sent to a worker holds nothing open)."""
+
+    path: Path
+    dtype: np.dtype
+    offset: int  # bytes of the header
+    row_bytes: int
+
+    def write(self, first: int, block: np.ndarray) -> None:
+        """Write `block` (rows of this array's dtype and row shape) from row `first`."""
+        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
+        position, fd = self.offset + first * self.row_bytes, os.open(self.path, os.O_WRONLY)
+        try:
+            while data:
+                done = os.pwrite(fd, data, position)
+                data, position = data[done:], position + done
+        finally:
+            os.close(fd)
+
+
 class NpyBlocks:
-    """A .npy array sized up front whose row blocks are written in place by any process (`write`:
+    """A .npy array sized up front whose row blocks are written in place by any process (`writer`:
     positioned writes), then hashed in row order by the main process (`written`: read back from the
     page cache), so memory stays flat at any size. `finish()` drops the rows of skipped tiles and
     returns the file's sha256."""
@@ -40,10 +64,11 @@ class NpyBlocks:
         header = _create_npy(path, self.dtype, shape)
         self.offset = len(header)
         self.row_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
+        self.writer = RowWriter(path, self.dtype, self.offset, self.row_bytes)
         self.digest = hashlib.sha256(header)
         self.blocks: list[tuple[int, int]] = []  # (first row, rows) of the tiles kept, in order
         self.hashed = 0  # rows hashed so far, from row 0 without a gap
-        self._fd: tuple[int, int] | None = None  # (process id, descriptor)
+        self._fd: int | None = None  # for reading back, in the main process
 
     def __enter__(self) -> NpyBlocks:
         return self
@@ -52,25 +77,14 @@ class NpyBlocks:
         self._close()
 
     def _close(self) -> None:
-        if self._fd is not None and self._fd[0] == os.getpid():
-            os.close(self._fd[1])
+        if self._fd is not None:
+            os.close(self._fd)
         self._fd = None
 
-    def __getstate__(self) -> dict:  # what a spawned worker needs: where to write
-        return {k: v for k, v in self.__dict__.items() if k not in ("digest", "_fd")} | {"_fd": None}
-
     def _descriptor(self) -> int:
-        if self._fd is None or self._fd[0] != os.getpid():
-            self._fd = (os.getpid(), os.open(self.path, os.O_RDWR))
-        return self._fd[1]
-
-    def write(self, first: int, block: np.ndarray) -> None:
-        """Write `block` (rows of this array's dtype and row shape) from row `first`."""
-        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
-        position, fd = self.offset + first * self.row_bytes, self._descriptor()
-        while data:
-            done = os.pwrite(fd, data, position)
-            data, position = data[done:], position + done
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        return self._fd
 
     def written(self, first: int, rows: int) -> None:
         """Record that rows first .. first+rows-1 hold a kept tile; hash them if no gap precedes them."""
