@@ -6,9 +6,10 @@ the tiles in order (chips.csv, the tiles layer, per-region sums for the normalis
 and hashes the arrays' rows as they are finished; memory does not grow with the dataset. The
 store is built aside and renamed at the end.
 
-This module holds the entry point and the order of the steps; the steps live beside it: `fill`
-(record the tiles in order), `pool` (worker processes), `cut` (per-tile work), `npy` (the arrays'
-writer), `layers` (regions.gpkg), `summary` (findings, split, small regions, band statistics).
+This module holds the entry point and the order of the steps; the rest lives beside it: `options`
+(`PreprocessOptions`), `fill` (record the tiles in order), `pool` (worker processes), `cut` (per-tile
+work), `npy` (the arrays' writer), `layers` (regions.gpkg), `summary` (findings, split, small
+regions, band statistics).
 """
 
 from __future__ import annotations
