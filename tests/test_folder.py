@@ -12,7 +12,7 @@ import rasterio
 from PIL import Image
 from pyproj import CRS, Transformer
 
-from landmeta.data import preprocess as preprocess_module
+from landmeta.data.preprocess import pool as preprocess_pool
 from landmeta.data.preprocess import PreprocessOptions, preprocess
 from landmeta.errors import DataError
 from preprocess_inputs import write_tif
@@ -127,7 +127,7 @@ def test_segmentation_folder_with_class_map_and_missing_mask(tmp_path, monkeypat
     ids = np.asarray(Image.open(root / "r1/masks/t0.png"))
     np.testing.assert_array_equal(masks[1], ids[:16, 16:])
     assert manifest["bands"] == ["b1", "b2", "b3", "b4"] and manifest["num_chips"] == 3 * 2 * 4
-    monkeypatch.setattr(preprocess_module, "START_METHOD", "spawn")  # as on macOS and Windows: the loader is pickled
+    monkeypatch.setattr(preprocess_pool, "START_METHOD", "spawn")  # as on macOS and Windows: the loader is pickled
     spawned = run(root, tmp_path / "spawned", workers=2, class_map=tmp_path / "classes.csv", chip_size=16)
     assert json.loads((spawned / "manifest.json").read_text())["checksums"] == manifest["checksums"]
     monkeypatch.undo()

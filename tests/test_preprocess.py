@@ -145,7 +145,7 @@ def test_generated_datasets_preprocess_and_inspect_end_to_end(synth_tiny, tmp_pa
 
 
 def test_float16_chips_match_numpy_rounding_and_order():
-    from landmeta.data.preprocess import _chips_float16
+    from landmeta.data.preprocess.cut import _chips_float16
     rng = np.random.default_rng(0)
     image = rng.normal(0, 300, (3, 8, 12)).astype(np.float32)
     image[0, 0, :6] = [0.0, -0.0, 6e-8, 3e-5, 65504.0, 65519.0]  # zeros, subnormals, largest, rounding edge

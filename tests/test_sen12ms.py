@@ -12,7 +12,7 @@ import rasterio
 from pyproj import Transformer
 
 from landmeta.classes import igbp_lookup
-from landmeta.data import preprocess as preprocess_module
+from landmeta.data.preprocess import pool as preprocess_pool
 from landmeta.data.preprocess import PreprocessOptions, preprocess
 from landmeta.data.sen12ms import ALL_BANDS
 from landmeta.errors import DataError
@@ -97,7 +97,7 @@ def test_same_store_from_any_number_of_worker_processes_even_around_a_skipped_pa
             assert hashlib.sha256((out / name).read_bytes()).hexdigest() == manifests[w]["checksums"][name]
         assert (out / "stats.json").read_text() == (stores[1] / "stats.json").read_text()
         assert not list(out.glob(".*"))  # no scratch file left behind
-    monkeypatch.setattr(preprocess_module, "START_METHOD", "spawn")  # as on macOS and Windows: workers pickled
+    monkeypatch.setattr(preprocess_pool, "START_METHOD", "spawn")  # as on macOS and Windows: workers pickled
     spawned = run(root, tmp_path / "spawned", workers=2)
     assert json.loads((spawned / "manifest.json").read_text())["checksums"] == manifests[1]["checksums"]
     images, chips = np.load(stores[2] / "images.npy"), pd.read_csv(stores[2] / "chips.csv")

@@ -9,8 +9,9 @@
   row or column sharing what is left so no thin sliver is run; lengths rounded up to what the
   model accepts (mirrored in past the edge).
 
-Chip stores (`landmeta preprocess`) cut each tile into a grid of whole chips from its top-left
-corner; what is left at the right and bottom edges is dropped (`landmeta.data.preprocess`).
+- `grid_shape` and `grid_chips` (chip stores, `landmeta preprocess`): a grid of whole chips from
+  the tile's top-left corner; what is left at the right and bottom edges is dropped, so every chip
+  in a store is real data of one size.
 """
 
 from __future__ import annotations
@@ -21,6 +22,20 @@ import numpy as np
 
 MAX_STRETCH = 1.25  # the last sliding window of a row or column may be this much longer than the window
 MAX_WINDOWS_PER_FEATURE = 4  # a large polygon gives at most this many windows, spread over it
+
+
+def grid_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """Rows and columns of whole `size` chips in a `height` x `width` tile (0 when it is smaller)."""
+    return height // max(size, 1), width // max(size, 1)
+
+
+def grid_chips(a: np.ndarray, rows: int, cols: int, size: int) -> np.ndarray:
+    """(..., rows*size, cols*size) -> (rows*cols, ..., size, size), chips in row-major order (a copy)."""
+    lead = a.shape[:-2]
+    grid = a.reshape(*lead, rows, size, cols, size)
+    d = len(lead)
+    order = (d, d + 2, *range(d), d + 1, d + 3)
+    return np.ascontiguousarray(grid.transpose(order)).reshape(rows * cols, *lead, size, size)
 
 
 def covering_windows(length: int, size: int) -> list[tuple[int, int]]:
