@@ -18,8 +18,10 @@ from landmeta.data.store import ChipStore
 from landmeta.data.tasks import load_or_create_tasks
 from landmeta.errors import CheckpointError, DataError, ModelError, OutputExistsError
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
-from landmeta.evaluation.protocol import EvalSetup, Evaluator, evaluate, tuning_grid
+from landmeta.evaluation.methods import tuning_grid
+from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import read_examples
+from landmeta.evaluation.runner import EvalSetup, Evaluator
 from landmeta.evaluation.stats import mean_ci
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import Checkpoint

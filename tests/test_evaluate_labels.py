@@ -11,16 +11,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-
 from inference_factory import class_field, make_checkpoint, reflectance, write_geotiff
+from store_factory import CLASS_NAMES, make_store
+from test_evaluate import FAST, write_checkpoint
+
 from landmeta.cli import main
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import Task
-from landmeta.evaluation.protocol import EvalSetup, Evaluator
 from landmeta.evaluation.results import open_results
+from landmeta.evaluation.runner import EvalSetup, Evaluator
 from landmeta.evaluation.windows import read_windows
-from store_factory import CLASS_NAMES, make_store
-from test_evaluate import FAST, write_checkpoint
 
 PATCH = Path("/work/shared/data/bigearthnet-s2/S2_patches/S2B_MSIL2A_20180421T114349_41_4")
 EXAMPLE = Path(__file__).resolve().parents[1] / "data" / "examples" / "bigearthnet-labels.gpkg"

@@ -12,18 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from store_factory import make_store
+from test_evaluate import FAST, write_checkpoint
 
 from landmeta.cli import main
 from landmeta.config import load_config
 from landmeta.data.store import ChipStore
 from landmeta.errors import DataError
 from landmeta.evaluation.baselines import random_forest
-from landmeta.evaluation.protocol import evaluate, to_rgb
+from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import read_results_csv, write_results_csv
+from landmeta.evaluation.runner import to_rgb
 from landmeta.reporting.plots import segmentation_example
 from landmeta.reporting.report import write_report
-from store_factory import make_store
-from test_evaluate import FAST, write_checkpoint
 
 CHROMIUM = shutil.which("chromium")
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from landmeta.commands import add_config_args, add_number, check_numbers
 from landmeta.config import AT_LEAST_ONE, NON_NEGATIVE, Config, apply_overrides, load_config
 from landmeta.errors import ConfigError
-from landmeta.evaluation.protocol import evaluate, resolve_checkpoint
+from landmeta.evaluation.methods import resolve_checkpoint
+from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import open_results
 from landmeta.evaluation.user_region import evaluate_region
 from landmeta.inference.labels import DEFAULT_CLASS_FIELD, LabelSource

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from rasterio.warp import transform as warp_transform
@@ -30,19 +30,11 @@ from landmeta.config import Config, config_to_dict
 from landmeta.data.tasks import TASKS_FORMAT, Task
 from landmeta.data.transforms import denormalise
 from landmeta.errors import DataError, TaskError
-from landmeta.evaluation.protocol import (
-    RESUME_KEYS,
-    TUNED_FAMILIES,
-    EvalSetup,
-    Evaluator,
-    Method,
-    check_heads,
-    resolve_checkpoint,
-    resume_or_start,
-    score_tasks,
-    task_counts,
-)
+from landmeta.evaluation.methods import TUNED_FAMILIES, Method, check_heads, resolve_checkpoint
+from landmeta.evaluation.protocol import score_tasks, task_counts
 from landmeta.evaluation.results import check_results_folder, read_meta, write_meta
+from landmeta.evaluation.resume import RESUME_KEYS, resume_or_start
+from landmeta.evaluation.runner import EvalSetup, Evaluator
 from landmeta.evaluation.windows import WINDOWS_FILE, LabelWindows, write_windows
 from landmeta.inference.labels import LabelledSupport, LabelSource, read_label_support
 from landmeta.inference.mapping import legend_of
@@ -264,7 +256,7 @@ def _tasks(windows: LabelWindows, splits: list[Split], shots: list[int], positiv
                 query, task_classes = split.query[order], tuple(classes)
             else:
                 support, query = split.pool[:s], split.query
-                picked = windows.masks[np.concatenate([support, query])]
+                picked = cast(np.ndarray, windows.masks)[np.concatenate([support, query])]
                 task_classes = tuple(int(c) for c in np.unique(picked) if c != IGNORE_INDEX)
             lists[s].append(Task(region, support.astype(np.int64), query.astype(np.int64), task_classes, kind))
             extra[s].append({"held_out_blocks": split.blocks,
@@ -280,7 +272,7 @@ def tuned_settings(methods: list[Method], config: Config, positive: list[int],
     settings: dict[str, dict[str, Any]] = {}
     old = read_meta(Path(tuned_from) / "meta.json") if tuned_from is not None else None
     for m in (m for m in methods if m.family in TUNED_FAMILIES):
-        if old is None:
+        if old is None or tuned_from is None:
             steps = cfg.finetune_steps[0] if m.family == "pretrain" else next(
                 (s for s in cfg.finetune_steps if s > 0), max(cfg.finetune_steps))
             hp = ({"steps": None} if m.family == "maml" else

@@ -60,7 +60,7 @@ def write_windows(path: Path, windows: LabelWindows) -> None:
         arrays["masks"] = windows.masks
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs
 
 
 def read_windows(path: Path) -> LabelWindows:

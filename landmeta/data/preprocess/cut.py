@@ -134,7 +134,7 @@ def _chips_float16(image: np.ndarray, rows: int, cols: int, size: int) -> np.nda
     rounded to nearest even, in a fifth of the time)."""
     import cv2
     c, h, w = image.shape
-    half = cv2.multiply(image.reshape(c, h * w), 1.0, dtype=cv2.CV_16F).reshape(c, h, w)
+    half = cv2.multiply(image.reshape(c, h * w), 1.0, dtype=cv2.CV_16F).reshape(c, h, w)  # type: ignore[call-overload]
     return grid_chips(half, rows, cols, size)
 
 

@@ -43,7 +43,7 @@ class RowWriter:
 
     def write(self, first: int, block: np.ndarray) -> None:
         """Write `block` (rows of this array's dtype and row shape) from row `first`."""
-        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype)).cast("B")
+        data = memoryview(np.ascontiguousarray(block, dtype=self.dtype).data).cast("B")
         position, fd = self.offset + first * self.row_bytes, os.open(self.path, os.O_WRONLY)
         try:
             while data:

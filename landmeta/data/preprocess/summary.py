@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -92,12 +93,12 @@ def skip_summary(skips: Skips) -> str:
 def split_regions(tmp: Path, source: str, names: list[str], regions: dict[str, Region],
                   options: PreprocessOptions) -> tuple[dict[str, str], np.ndarray, list[str]]:
     """Split of each region, DeepGlobe clusters (-1 elsewhere) and warnings; writes clusters.png."""
+    warnings: list[str] = []
     if source != "deepglobe":
         split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
         return split, np.full(len(names), -1), warnings
-    features = np.stack([regions[r].features for r in names])
+    features = np.stack([cast(np.ndarray, regions[r].features) for r in names])
     clusters = cluster_regions(features, options.clusters, options.split_seed)
-    warnings: list[str] = []
     if options.split_file or options.holdout:
         split, warnings = assign_splits(names, options.split_seed, options.split_file, options.holdout)
     elif options.split == "clustered":
@@ -125,6 +126,6 @@ def band_stats(train: list[Region]) -> tuple[np.ndarray, np.ndarray, int]:
     count = sum(r.pixels for r in train)
     if count == 0:
         raise DataError("no valid pixels in train regions to compute normalisation statistics from")
-    mean = sum(r.sums for r in train) / count
-    var = sum(r.squares for r in train) / count - mean ** 2
+    mean = cast(np.ndarray, sum(r.sums for r in train)) / count  # summed in order: the same bits every run
+    var = cast(np.ndarray, sum(r.squares for r in train)) / count - mean ** 2
     return mean, np.sqrt(np.maximum(var, 0.0)), count

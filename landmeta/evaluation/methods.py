@@ -1,0 +1,114 @@
+"""The methods an evaluation compares: each checkpoint's own (MAML family, pretrain), random init, the
+random forest and the prototype classifiers; where checkpoints come from; the grids tuned on meta-val."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from landmeta.config import Config, config_to_dict
+from landmeta.data.store import ChipStore
+from landmeta.errors import CheckpointError
+from landmeta.meta.checkpoint import Checkpoint
+from landmeta.vocab import TRAIN_METHODS
+
+CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
+TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val
+
+
+@dataclass
+class Method:
+    """One evaluated method: its family (maml, pretrain, random, rf, proto) and, for networks, a model."""
+
+    name: str
+    family: str
+    ckpt: Checkpoint | None = None
+    model: nn.Module | None = None
+    zero_shot: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's best.pt (else last.pt); CheckpointError naming the path otherwise."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no checkpoint or run folder here")
+    for name in CHECKPOINT_NAMES:
+        if (path / name).is_file():
+            return path / name
+    raise CheckpointError(f"{path}: run folder without a checkpoint ({' or '.join(CHECKPOINT_NAMES)})")
+
+
+def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
+    """The candidates tried on meta-val: test-time inner steps for the MAML family (`eval.adapt_steps`;
+    none given: the checkpoint's `meta.test_inner_steps` alone), fine-tuning steps × lr × layers for
+    pretrain or random init.
+
+    For pretraining, 0 steps (no fine-tuning: the network as trained, its head cut to the task's
+    classes) is one candidate, without learning rate or layers. A random-init network is
+    always trained, and in all its layers (its random features are worth nothing alone)."""
+    cfg = config.eval
+    if family == "maml":
+        return [{"steps": s} for s in cfg.adapt_steps] if cfg.adapt_steps else [{"steps": None}]
+    grid = [{"steps": s, "lr": lr, "layers": layers}
+            for s, lr, layers in itertools.product(cfg.finetune_steps, cfg.finetune_lrs, cfg.finetune_layers)]
+    if family == "random":
+        grid = [hp for hp in grid if hp["steps"] > 0 and hp["layers"] == "all"]
+        return grid or [{"steps": max(cfg.finetune_steps), "lr": max(cfg.finetune_lrs), "layers": "all"}]
+    zero = [{"steps": 0, "lr": None, "layers": None}] if 0 in cfg.finetune_steps else []
+    return zero + [hp for hp in grid if hp["steps"] != 0]
+
+
+def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int) -> list[Method]:
+    """The checkpoints' methods plus random init, random forest and prototypes, in report order."""
+    runs: list[Method] = []
+    for path in checkpoints:
+        ckpt = Checkpoint.load(path)
+        ckpt.fits(kind, store.bands, store.class_names, data=f"the store {store.path}")
+        family = ckpt.family
+        if family == "random":
+            raise CheckpointError(f"{path}: method {ckpt.method!r} cannot be evaluated here "
+                                  f"(expected one of {list(TRAIN_METHODS)})")
+        name = ckpt.method
+        if any(m.name == name for m in runs):
+            name = f"{name}-{Path(path).parent.name if Path(path).parent.name else len(runs)}"
+        zero = (family == "pretrain" or ckpt.global_class_head
+                or (kind == "segmentation" and ckpt.num_classes == store.num_classes))
+        runs.append(Method(name, family, ckpt, ckpt.model(), zero_shot=zero,
+                           info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt.method,
+                                 "step": ckpt.step, "provenance": ckpt.provenance,
+                                 "config": config_to_dict(ckpt.config)}))
+    if not runs:
+        raise CheckpointError("no checkpoint given (--runs)")
+    first = runs[0].ckpt
+    for m in runs[1:]:
+        for key in ("bands", "chip_size"):
+            if getattr(m.ckpt, key) != getattr(first, key):
+                raise CheckpointError(f"{m.ckpt.where}: {key} {getattr(m.ckpt, key)} differ from {first.where}'s "
+                                      f"{getattr(first, key)}")
+        if not (np.allclose(m.ckpt.norm_mean, first.norm_mean) and np.allclose(m.ckpt.norm_std, first.norm_std)):
+            raise CheckpointError(f"{m.ckpt.where}: normalisation statistics differ from {first.where}'s "
+                                  "(trained on another store)")
+    base = next((m for m in runs if m.family == "pretrain"), runs[0])
+    methods = list(runs)
+    methods.append(Method("random", "random", base.ckpt.replace(method="random"),
+                          info={"family": "random", "architecture_of": base.ckpt.where}))
+    methods.append(Method("rf", "rf", info={"family": "rf"}))
+    methods += [Method(f"proto-{m.name}", "proto", m.ckpt, m.model,
+                       info={"family": "proto", "features_of": m.ckpt.where}) for m in runs]
+    return methods
+
+
+def check_heads(methods: list[Method], kind: str, n_way: int | None, tasks: str) -> None:
+    """CheckpointError for a MAML-family classifier whose task-local head does not have `n_way` outputs."""
+    for m in methods:
+        if (kind == "classification" and m.family == "maml" and m.ckpt is not None
+                and not m.ckpt.global_class_head and m.ckpt.num_classes != n_way):
+            raise CheckpointError(f"{m.ckpt.where}: a {m.ckpt.num_classes}-way classifier; {tasks}")
