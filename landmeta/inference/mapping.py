@@ -34,6 +34,7 @@ class PredictOptions:
     overlap: int | None = None  # None = 32 (segmentation) or 0 (classification)
     batch: int = 1
     polygons: bool = False
+    html: bool = False  # also write NAME_map.html, a self-contained map viewer
     overwrite: bool = False
     device: str = "cpu"
 
@@ -105,7 +106,8 @@ def _predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: Predic
     scenes = scene_inputs(Path(inputs))
     for path in scenes:
         with open_scene(path, list(ckpt["bands"])) as scene:
-            check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons).values(),
+            check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons,
+                                       options.html).values(),
                           options.overwrite)
     wm = window_model(ckpt, options.device)
     legend = legend_of(ckpt)
@@ -117,5 +119,5 @@ def _predict_maps(ckpt: dict[str, Any], inputs: Path, out: Path, options: Predic
         with open_scene(path, list(ckpt["bands"])) as scene:
             strips = predict_strips(scene, wm, window, overlap, options.batch, progress)
             written.append(write_maps(scene, strips, Path(out), legend, record, options.polygons,
-                                      options.overwrite))
+                                      options.overwrite, options.html))
     return written
