@@ -56,7 +56,7 @@ def _chain(synth_tiny: Path, tmp: Path) -> dict[str, Path]:
                  "--out", str(outs["model"]), "--steps", "1"]) == 0
     scene = write_geotiff(tmp / "scene.tif", reflectance(class_field(64, 64, seed=1), 4))
     assert main(["predict", "--model", str(outs["model"]), "--input", str(scene), "--out", str(outs["maps"]),
-                 "--polygons"]) == 0
+                 "--polygons", "--html"]) == 0
     return outs
 
 

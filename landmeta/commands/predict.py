@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                help="pixels shared by neighbouring windows, cross-faded (default 32; a classifier: 0)")
     add_number(parser, "--batch", int, AT_LEAST_ONE, default=1, help="windows per forward pass (default 1)")
     parser.add_argument("--polygons", action="store_true", help="also write class polygons (GeoPackage)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write NAME_map.html: the map over the input in a browser, offline")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing maps of the same scenes")
     parser.set_defaults(func=run)
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     check_numbers(args)
     ckpt = Checkpoint.load(args.model)
     options = PredictOptions(window=args.window, overlap=args.overlap, batch=args.batch,
-                             polygons=args.polygons, overwrite=args.overwrite, device=args.device)
+                             polygons=args.polygons, html=args.html, overwrite=args.overwrite, device=args.device)
     for files in predict_maps(ckpt, args.input, args.out, options, progress=True):
         if files.georeferenced:
             print(f"{files.classes}  (class map GeoTIFF; QGIS style {files.style.name})")
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{files.classes}  (no georeference in the input: PNG outputs; QGIS style {files.style.name})")
             print(f"{files.confidence}  (confidence %, PNG)")
         print(f"{files.preview}  (quick-look with legend)")
+        if files.html:
+            print(f"{files.html}  (map viewer: open in a browser, works offline)")
         if files.polygons:
             print(f"{files.polygons}  (polygons, layer landcover)")
         elif args.polygons and not files.georeferenced:

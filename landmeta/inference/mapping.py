@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from landmeta.errors import CheckpointError
-from landmeta.inference.maps import Legend, MapFiles, check_outputs, default_colors, output_paths, write_maps
+from landmeta.inference.colours import Legend, default_colors
+from landmeta.inference.maps import MapFiles, check_outputs, output_paths, write_maps
 from landmeta.inference.predict import WindowModel, check_window, predict_strips
 from landmeta.inference.scene import open_scene, scene_inputs
 from landmeta.io import output_lock, provenance
@@ -34,6 +35,7 @@ class PredictOptions:
     overlap: int | None = None  # None = 32 (segmentation) or 0 (classification)
     batch: int = 1
     polygons: bool = False
+    html: bool = False  # also write NAME_map.html, a self-contained map viewer
     overwrite: bool = False
     device: str = "cpu"
 
@@ -90,7 +92,8 @@ def _predict_maps(ckpt: Checkpoint, inputs: Path, out: Path, options: PredictOpt
     scenes = scene_inputs(Path(inputs))
     for path in scenes:
         with open_scene(path, list(ckpt.bands)) as scene:
-            check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons).values(),
+            check_outputs(output_paths(Path(out), scene.name, scene.georeferenced, options.polygons,
+                                       options.html).values(),
                           options.overwrite)
     wm = window_model(ckpt, options.device)
     legend = legend_of(ckpt)
@@ -102,5 +105,5 @@ def _predict_maps(ckpt: Checkpoint, inputs: Path, out: Path, options: PredictOpt
         with open_scene(path, list(ckpt.bands)) as scene:
             strips = predict_strips(scene, wm, window, overlap, options.batch, progress)
             written.append(write_maps(scene, strips, Path(out), legend, record, options.polygons,
-                                      options.overwrite))
+                                      options.overwrite, options.html))
     return written

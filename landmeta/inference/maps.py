@@ -23,21 +23,16 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
 from landmeta.errors import OutputExistsError
+from landmeta.inference.colours import Legend, natural_colour_bands, stretch
 from landmeta.inference.predict import NODATA, Strip
-from landmeta.inference.scene import Scene, canonical_band
+from landmeta.inference.scene import Scene, decimation
+from landmeta.inference.viewer import write_viewer
 from landmeta.io import atomic_path, atomic_write_json, atomic_write_text
 
 PREVIEW_SIDE = 1024  # quick-look: the scene decimated to at most this many pixels a side
 POLYGON_ROWS = 4096  # polygons are traced in strips of this many rows (split at strip edges)
 GDAL_CACHE_MB = 64  # bounds GDAL's block cache, so writing a large map keeps memory flat
 
-
-@dataclass(frozen=True)
-class Legend:
-    """Class names and display colours (RGB), by class id."""
-
-    names: list[str]
-    colors: list[tuple[int, int, int]]
 
 
 @dataclass(frozen=True)
@@ -51,23 +46,20 @@ class MapFiles:
     style: Path
     polygons: Path | None
     georeferenced: bool
+    html: Path | None = None
 
 
-def default_colors(n: int) -> list[tuple[int, int, int]]:
-    """A qualitative palette (matplotlib tab20) for checkpoints that carry no class colours."""
-    import matplotlib
-    cmap = matplotlib.colormaps["tab20"]
-    return [tuple(int(round(v * 255)) for v in cmap(i % 20)[:3]) for i in range(n)]
 
-
-def output_paths(out: Path, name: str, georeferenced: bool, polygons: bool) -> dict[str, Path]:
-    """The files written for one scene: GeoTIFFs, or PNGs without a georeference."""
+def output_paths(out: Path, name: str, georeferenced: bool, polygons: bool, html: bool = False) -> dict[str, Path]:
+    """The files written for one scene: GeoTIFFs (PNGs without a georeference), and the page with `html`."""
     ext = "tif" if georeferenced else "png"
     paths = {"classes": out / f"{name}_classes.{ext}", "confidence": out / f"{name}_confidence.{ext}",
              "preview": out / f"{name}_preview.png", "legend": out / f"{name}_legend.json",
              "style": out / f"{name}_classes.qml"}  # QGIS reads it beside a GeoTIFF or a PNG
     if georeferenced and polygons:
         paths["polygons"] = out / f"{name}_polygons.gpkg"
+    if html:
+        paths["html"] = out / f"{name}_map.html"
     return paths
 
 
@@ -79,9 +71,9 @@ def check_outputs(paths: Iterable[Path], overwrite: bool) -> None:
 
 
 def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend, record: dict[str, Any],
-               polygons: bool = False, overwrite: bool = False) -> MapFiles:
+               polygons: bool = False, overwrite: bool = False, html: bool = False) -> MapFiles:
     """Write every output of one scene from its stream of predicted strips."""
-    paths = output_paths(out, scene.name, scene.georeferenced, polygons)
+    paths = output_paths(out, scene.name, scene.georeferenced, polygons, html)
     check_outputs(paths.values(), overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack, warnings.catch_warnings(), \
@@ -95,7 +87,7 @@ def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend,
             conf_tif = out / f".{scene.name}_confidence.scratch.tif"
             for scratch in (cls_tif, conf_tif):
                 stack.callback(scratch.unlink, missing_ok=True)
-        _write_rasters(scene, strips, cls_tif, conf_tif, legend, record)
+        counts = _write_rasters(scene, strips, cls_tif, conf_tif, legend, record)
         if not scene.georeferenced:
             rasterio.shutil.copy(cls_tif, tmp["classes"], driver="PNG")
             rasterio.shutil.copy(conf_tif, tmp["confidence"], driver="PNG")
@@ -103,6 +95,8 @@ def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend,
         atomic_write_text(tmp["style"], qgis_style(legend))
         if "polygons" in tmp:
             write_polygons(cls_tif, legend, tmp["polygons"])
+        if "html" in tmp:
+            write_viewer(scene, cls_tif, legend, counts, tmp["html"], record)
         legend_record = {"classes": [{"id": i, "name": n, "color": list(c)}
                                      for i, (n, c) in enumerate(zip(legend.names, legend.colors))],
                          "nodata": NODATA, "confidence": "max class probability in percent (255 = nodata)",
@@ -111,11 +105,14 @@ def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend,
         atomic_write_json(tmp["legend"], legend_record)
     return MapFiles(classes=paths["classes"], confidence=paths["confidence"], preview=paths["preview"],
                     legend=paths["legend"], style=paths["style"], polygons=paths.get("polygons"),
-                    georeferenced=scene.georeferenced)
+                    georeferenced=scene.georeferenced, html=paths.get("html"))
 
 
 def _write_rasters(scene: Scene, strips: Iterable[Strip], cls_path: Path, conf_path: Path,
-                   legend: Legend, record: dict[str, Any]) -> None:
+                   legend: Legend, record: dict[str, Any]) -> np.ndarray:
+    """Write the class and confidence rasters strip by strip; return the pixel count of each value
+    of the class map (256 counts, 255 = nodata), counted as the strips pass."""
+    counts = np.zeros(256, dtype=np.int64)
     profile = {"driver": "GTiff", "dtype": "uint8", "count": 1, "height": scene.height, "width": scene.width,
                "crs": scene.crs, "transform": scene.transform, "nodata": NODATA, "tiled": True,
                "blockxsize": 256, "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER"}
@@ -130,6 +127,8 @@ def _write_rasters(scene: Scene, strips: Iterable[Strip], cls_path: Path, conf_p
             window = Window(0, strip.row, scene.width, strip.classes.shape[0])
             cls_dst.write(strip.classes, 1, window=window)
             conf_dst.write(strip.confidence, 1, window=window)
+            counts += np.bincount(strip.classes.ravel(), minlength=256)
+    return counts
 
 
 def _confidence_colors() -> dict[int, tuple[int, int, int, int]]:
@@ -149,14 +148,12 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     from landmeta.text import mpl_text
 
     with rasterio.open(cls_path) as src:
-        factor = max(1, int(np.ceil(max(src.height, src.width) / PREVIEW_SIDE)))
-        shape = (max(1, src.height // factor), max(1, src.width // factor))
-        classes = src.read(1, out_shape=shape)
+        classes = src.read(1, out_shape=decimation(src.height, src.width, PREVIEW_SIDE)[1])
     palette = np.zeros((256, 4), dtype=np.uint8)
     palette[:len(legend.colors), :3] = legend.colors
     palette[:len(legend.colors), 3] = 255
     fig, axes = plt.subplots(1, 2, figsize=(12, 6.4))
-    axes[0].imshow(_stretch(scene.overview(PREVIEW_SIDE, natural_colour_bands(scene.bands))))
+    axes[0].imshow(stretch(scene.overview(PREVIEW_SIDE, natural_colour_bands(scene.bands))))
     axes[0].set_title(f"{mpl_text(scene.name)} (input)")
     axes[1].imshow(palette[classes], interpolation="nearest")
     axes[1].set_title("predicted classes")
@@ -171,22 +168,6 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
 
-
-def natural_colour_bands(bands: list[str]) -> list[int]:
-    """Positions of red, green, blue (S2 B4/B3/B2 or named RGB), else the first three bands (or one)."""
-    names = [canonical_band(b) for b in bands]
-    for rgb in (("B4", "B3", "B2"), ("RED", "GREEN", "BLUE"), ("R", "G", "B")):
-        if all(n in names for n in rgb):
-            return [names.index(n) for n in rgb]
-    return [0, 1, 2] if len(bands) >= 3 else [0, 0, 0]
-
-
-def _stretch(image: np.ndarray) -> np.ndarray:
-    """(3, H, W) -> (H, W, 3) in 0..1 with a 2-98 % percentile stretch."""
-    finite = image[np.isfinite(image)]
-    lo, hi = np.percentile(finite, (2, 98)) if finite.size else (0.0, 1.0)
-    scaled = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
-    return np.nan_to_num(scaled).transpose(1, 2, 0)
 
 
 def qgis_style(legend: Legend) -> str:

@@ -30,6 +30,13 @@ def canonical_band(name: str) -> str:
     return re.sub(r"(?<=[A-Z])0+(?=\d)", "", name.strip().upper())
 
 
+def decimation(height: int, width: int, max_side: int) -> tuple[int, tuple[int, int]]:
+    """How a quick-look samples a raster: one pixel per cell of `factor`² pixels, giving `shape`
+    (at most `max_side` a side; a last partial row or column of cells is left out)."""
+    factor = max(1, int(np.ceil(max(height, width) / max_side)))
+    return factor, (max(1, height // factor), max(1, width // factor))
+
+
 @dataclass
 class Scene:
     """An open input raster (or band stack) on one pixel grid; `read` returns any window of it."""
@@ -106,8 +113,7 @@ class Scene:
         """Bands `positions` of the whole scene decimated to at most `max_side` pixels a side, physical
         units (for quick-looks). Read in strips of rows, one read per file and strip, and decimated
         here: GDAL's own decimated read of a few bands of a pixel-interleaved file is much slower."""
-        factor = max(1, int(np.ceil(max(self.height, self.width) / max_side)))
-        shape = (max(1, self.height // factor), max(1, self.width // factor))
+        factor, shape = decimation(self.height, self.width, max_side)
         image = np.empty((len(positions), *shape), dtype=np.float32)
         # the middle pixel of each cell (the last row or column where a side is shorter than a cell)
         rows = np.minimum(np.arange(shape[0]) * factor + factor // 2, self.height - 1)
