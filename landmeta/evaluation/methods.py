@@ -32,6 +32,18 @@ class Method:
     zero_shot: bool = False
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The checkpoint of a network method (every family but the random forest)."""
+        assert self.ckpt is not None, f"{self.name} is not a network"
+        return self.ckpt
+
+    @property
+    def network(self) -> nn.Module:
+        """The trained network of a checkpoint's own method or its prototype classifier."""
+        assert self.model is not None, f"{self.name} has no trained network"
+        return self.model
+
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint file, or a run folder's best.pt (else last.pt); CheckpointError naming the path otherwise."""
@@ -57,7 +69,7 @@ def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]
     cfg = config.eval
     if family == "maml":
         return [{"steps": s} for s in cfg.adapt_steps] if cfg.adapt_steps else [{"steps": None}]
-    grid = [{"steps": s, "lr": lr, "layers": layers}
+    grid: list[dict[str, Any]] = [{"steps": s, "lr": lr, "layers": layers}
             for s, lr, layers in itertools.product(cfg.finetune_steps, cfg.finetune_lrs, cfg.finetune_layers)]
     if family == "random":
         grid = [hp for hp in grid if hp["steps"] > 0 and hp["layers"] == "all"]
@@ -76,7 +88,7 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
         if family == "random":
             raise CheckpointError(f"{path}: method {ckpt.method!r} cannot be evaluated here "
                                   f"(expected one of {list(TRAIN_METHODS)})")
-        name = ckpt.method
+        name: str = ckpt.method
         if any(m.name == name for m in runs):
             name = f"{name}-{Path(path).parent.name if Path(path).parent.name else len(runs)}"
         zero = (family == "pretrain" or ckpt.global_class_head
@@ -87,22 +99,22 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
                                  "config": config_to_dict(ckpt.config)}))
     if not runs:
         raise CheckpointError("no checkpoint given (--runs)")
-    first = runs[0].ckpt
+    first = runs[0].checkpoint
     for m in runs[1:]:
         for key in ("bands", "chip_size"):
-            if getattr(m.ckpt, key) != getattr(first, key):
-                raise CheckpointError(f"{m.ckpt.where}: {key} {getattr(m.ckpt, key)} differ from {first.where}'s "
+            if getattr(m.checkpoint, key) != getattr(first, key):
+                raise CheckpointError(f"{m.checkpoint.where}: {key} {getattr(m.checkpoint, key)} differ from {first.where}'s "
                                       f"{getattr(first, key)}")
-        if not (np.allclose(m.ckpt.norm_mean, first.norm_mean) and np.allclose(m.ckpt.norm_std, first.norm_std)):
-            raise CheckpointError(f"{m.ckpt.where}: normalisation statistics differ from {first.where}'s "
+        if not (np.allclose(m.checkpoint.norm_mean, first.norm_mean) and np.allclose(m.checkpoint.norm_std, first.norm_std)):
+            raise CheckpointError(f"{m.checkpoint.where}: normalisation statistics differ from {first.where}'s "
                                   "(trained on another store)")
     base = next((m for m in runs if m.family == "pretrain"), runs[0])
     methods = list(runs)
-    methods.append(Method("random", "random", base.ckpt.replace(method="random"),
-                          info={"family": "random", "architecture_of": base.ckpt.where}))
+    methods.append(Method("random", "random", base.checkpoint.replace(method="random"),
+                          info={"family": "random", "architecture_of": base.checkpoint.where}))
     methods.append(Method("rf", "rf", info={"family": "rf"}))
-    methods += [Method(f"proto-{m.name}", "proto", m.ckpt, m.model,
-                       info={"family": "proto", "features_of": m.ckpt.where}) for m in runs]
+    methods += [Method(f"proto-{m.name}", "proto", m.checkpoint, m.model,
+                       info={"family": "proto", "features_of": m.checkpoint.where}) for m in runs]
     return methods
 
 

@@ -71,7 +71,7 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
                   for s in shots}
     task_files = {s: str(task_file(store, split, kind, n_way, s or positive[0], t.q_query, count, config.seed))
                   for s in shots}
-    meta = {"kind": kind, "store": str(store.path.resolve()), "split": split, "shots": shots, "tasks": count,
+    meta: dict[str, Any] = {"kind": kind, "store": str(store.path.resolve()), "split": split, "shots": shots, "tasks": count,
             "n_way": n_way, "q_query": t.q_query, "task_files": task_files, "zero_shot_tasks": "0-shot uses the "
             f"{positive[0]}-shot task list without its support set",
             "methods": {m.name: m.info | {"zero_shot": m.zero_shot} for m in methods},

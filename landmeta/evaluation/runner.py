@@ -55,7 +55,7 @@ class Evaluator:
                                                       else ChipStore.open(setup.store))
         self.kind = setup.kind
         self.methods = load_methods(setup.checkpoints, self.store, self.kind, setup.seed)
-        first = next(m.ckpt for m in self.methods if m.ckpt is not None)
+        first = self.methods[0].checkpoint  # every checkpoint's bands, chips and normalisation agree
         self.batches = BatchMaker(self.store, bands=list(first.bands), chip_size=first.chip_size)
         self.batches.mean = np.asarray(first.norm_mean, dtype=np.float32)
         self.batches.std = np.asarray(first.norm_std, dtype=np.float32)
@@ -73,13 +73,13 @@ class Evaluator:
             return random_forest(self.kind, xs.numpy(), ys.numpy(), xq.numpy(), seed=seed, trees=cfg.rf_trees,
                                  max_pixels=cfg.rf_max_pixels, ignore_index=self.store.ignore_index)
         if method.family == "proto":
-            model = copy.deepcopy(method.model)
+            model = copy.deepcopy(method.network)
             set_norm_stats(model, xs, cfg.norm_stats)
             model.eval()
             return nearest_prototype(head_inputs(model, xs), ys, head_inputs(model, xq),
                                      self.store.ignore_index).numpy()
         if method.family == "maml":
-            model = adapt(method.ckpt, method.model, xs, ys, steps=(hp or {}).get("steps"),
+            model = adapt(method.checkpoint, method.network, xs, ys, steps=(hp or {}).get("steps"),
                           classes=classes if self.kind == "classification" else None, norm_stats=cfg.norm_stats)
         else:
             model = self._finetuned(method, xs, ys, classes, seed, hp or {})
@@ -93,14 +93,14 @@ class Evaluator:
         if method.family == "random":
             torch.manual_seed(seed)
             n_out = len(classes) if self.kind == "classification" else self.store.num_classes
-            model = build_model(method.ckpt.config.model, method.ckpt.in_channels, n_out, self.kind)
+            model = build_model(method.checkpoint.config.model, method.checkpoint.in_channels, n_out, self.kind)
         else:
-            model = copy.deepcopy(method.model)
+            model = copy.deepcopy(method.network)
         if hp.get("layers") == "head":
-            heads = set(head_names(model, method.ckpt.config.meta.head_pattern))
+            heads = set(head_names(model, method.checkpoint.config.meta.head_pattern))
             for name, param in model.named_parameters():
                 param.requires_grad_(name in heads)
-        return adapt(method.ckpt, model, xs, ys, steps=hp.get("steps"), lr=hp.get("lr"),
+        return adapt(method.checkpoint, model, xs, ys, steps=hp.get("steps"), lr=hp.get("lr"),
                      classes=classes if self.kind == "classification" else None,
                      norm_stats=self.config.eval.norm_stats)
 
