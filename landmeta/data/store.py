@@ -39,6 +39,7 @@ class ChipStore:
         self._images = images
         self._masks = masks
         self._labels = chips["label"].to_numpy(dtype=np.int64)
+        self.derived: dict[tuple, Any] = {}  # tables computed once from this store (task pools by split, ...)
 
     @classmethod
     def open(cls, path: str | Path) -> ChipStore:

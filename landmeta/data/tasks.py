@@ -7,7 +7,6 @@ of one patch are near neighbours, so a query chip beside a support chip would be
 from __future__ import annotations
 
 import json
-import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,12 +66,8 @@ class _Region:
     class_parents: dict[int, np.ndarray]  # parents of by_class's chips, in the same order
 
 
-# Per-store caches (region pools by split, usable regions by settings), built once per store.
-_CACHE: weakref.WeakKeyDictionary[ChipStore, dict[tuple, Any]] = weakref.WeakKeyDictionary()
-
-
 def _split_index(store: ChipStore, split: str) -> dict[str, _Region]:
-    cache = _CACHE.setdefault(store, {})
+    cache = store.derived  # region pools by split, built once per store
     if ("index", split) not in cache:
         if split not in SPLITS:
             raise TaskError(f"{store.path}: unknown split {split!r} (expected one of {list(SPLITS)})")
@@ -106,7 +101,7 @@ def usable_regions(store: ChipStore, split: str, kind: str, n_way: int, k_shot: 
     """
     _check(store, kind, n_way, k_shot, q_query)
     key = ("usable", split, kind, n_way, k_shot, q_query)
-    cache = _CACHE.setdefault(store, {})
+    cache = store.derived  # usable regions by settings, found once per store
     if key not in cache:
         index = _split_index(store, split)
         if kind == "classification":
