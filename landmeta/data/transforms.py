@@ -9,6 +9,7 @@ import albumentations as A
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike
 from torch import Tensor
 
 from landmeta.data.store import ChipStore
@@ -16,17 +17,17 @@ from landmeta.data.tasks import Task
 from landmeta.errors import StoreError, TaskError
 
 
-def normalise(images: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def normalise(images: np.ndarray, mean: ArrayLike, std: ArrayLike) -> np.ndarray:
     """(…, C, H, W) physical values -> (x - mean) / std per band, float32; a band with std 0 is only centred.
 
     The one normalisation of the project: BatchMaker applies it with the store's train-region statistics,
     prediction with the statistics a checkpoint carries.
     """
-    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(std, dtype=np.float32)
-    std = np.where(std > 0, std, 1.0).astype(np.float32)[:, None, None]
-    out = np.asarray(images, dtype=np.float32) - mean
-    out /= std
+    centre = np.asarray(mean, dtype=np.float32)[:, None, None]
+    spread = np.asarray(std, dtype=np.float32)
+    spread = np.where(spread > 0, spread, 1.0).astype(np.float32)[:, None, None]
+    out = np.asarray(images, dtype=np.float32) - centre
+    out /= spread
     return out
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from torch import nn
 
 from landmeta.errors import OutputExistsError
 from landmeta.inference.labels import LabelSource, read_label_support
@@ -73,7 +75,7 @@ def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, 
         adaptation["labels"] = labels_record
     changes: dict[str, Any] = {}
     if ckpt.kind == "classification":
-        changes = {"num_classes": model.head.out_features, **_classifier_classes(ckpt, data)}
+        changes = {"num_classes": cast(nn.Linear, model.head).out_features, **_classifier_classes(ckpt, data)}
     ckpt.replace(model_state=model.state_dict(), adapted_from=str(Path(checkpoint).resolve()), adaptation=adaptation,
                  training=None, **changes).save(out)
     return adaptation

@@ -22,7 +22,8 @@ def default_colors(n: int) -> list[tuple[int, int, int]]:
     """A qualitative palette (matplotlib tab20) for checkpoints that carry no class colours."""
     import matplotlib
     cmap = matplotlib.colormaps["tab20"]
-    return [tuple(int(round(v * 255)) for v in cmap(i % 20)[:3]) for i in range(n)]
+    rgba = [cmap(i % 20) for i in range(n)]
+    return [(int(round(r * 255)), int(round(g * 255)), int(round(b * 255))) for r, g, b, _ in rgba]
 
 
 def natural_colour_bands(bands: list[str]) -> list[int]:

@@ -130,8 +130,8 @@ def predict_strips(scene: Scene, wm: WindowModel, window: int, overlap: int, bat
                     if not last_row:
                         carry[:, :, x0:x0 + done] = block[:, out_rows:]
                 pending = acc[:, :, done:]
-                conf, best = torch.from_numpy(block[:, :out_rows]).max(dim=0)  # one pass for both
-                conf, best = conf.numpy(), best.numpy()
+                top = torch.from_numpy(block[:, :out_rows]).max(dim=0)  # one pass for both
+                conf, best = top.values.numpy(), top.indices.numpy()
                 ok = valid[:out_rows, :done]
                 classes[:, x0:x0 + done] = np.where(ok, best, NODATA)
                 confidence[:, x0:x0 + done] = np.where(ok, np.rint(np.clip(conf, 0, 1) * 100), NODATA)

@@ -14,6 +14,7 @@ is resized to the checkpoint's chip size, as the training chips were.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ def read_support(folder: Path, ckpt: Checkpoint, class_map: Path | None = None,
     if segmentation != (kind == "segmentation"):
         expected = "images/ and masks/" if kind == "segmentation" else "one folder per class"
         raise DataError(f"{folder}: the checkpoint is a {kind} model; its support folder needs {expected}")
+    pairs: Sequence[tuple[Path, Path | int]]  # (image, mask) or (image, class)
     if segmentation:
         pairs = _segmentation_tiles(folder)
         lut = _mask_lookup(ckpt, class_map)
@@ -120,7 +122,8 @@ def _segmentation_tiles(folder: Path) -> list[tuple[Path, Path]]:
 
 def _class_tiles(folder: Path) -> tuple[list[tuple[Path, int]], list[str]]:
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    names, pairs = [], []
+    names: list[str] = []
+    pairs: list[tuple[Path, int]] = []
     for cdir in class_dirs:
         inputs = _tile_inputs(cdir)
         if inputs:
@@ -142,7 +145,7 @@ def _mask_lookup(ckpt: Checkpoint, class_map: Path | None) -> MaskLookup:
     if class_map is None:
         table[:len(ckpt_names)] = np.arange(len(ckpt_names))
         known[:len(ckpt_names)] = True
-        colours = {tuple(int(v) for v in c): i for i, c in enumerate(ckpt.class_colors or [])}
+        colours = {c: i for i, c in enumerate(ckpt.class_colors or ())}
         if colours:
             colours.setdefault((0, 0, 0), IGNORE_INDEX)
         return MaskLookup(table, known, colours, None)
@@ -198,8 +201,8 @@ def _chips(image_path: Path, target: Path | int, lut: Any, ckpt: Checkpoint) -> 
     if not xs:
         empty = torch.zeros((0, image.shape[0], chip, chip))
         return empty, torch.zeros((0, chip, chip) if isinstance(target, Path) else (0,), dtype=torch.long)
-    x = [torch.from_numpy(np.nan_to_num(normalise(c, ckpt.norm_mean, ckpt.norm_std)))[None] for c in xs]
-    x = torch.cat([resize_chips(t, chip, mask=False) for t in x])
+    normalised = [torch.from_numpy(np.nan_to_num(normalise(c, ckpt.norm_mean, ckpt.norm_std)))[None] for c in xs]
+    x = torch.cat([resize_chips(t, chip, mask=False) for t in normalised])
     if isinstance(target, Path):
         y = torch.cat([resize_chips(torch.from_numpy(m)[None, None], chip, mask=True)[0] for m in ms])
         return x, y.long()

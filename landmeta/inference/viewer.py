@@ -155,7 +155,7 @@ def class_table(legend: Legend, counts: np.ndarray, pixel_m2: float | None) -> s
 
     def numbers(pixels: int) -> list[str]:
         share = f"{100 * pixels / valid:.1f}" if valid else "–"
-        return [f"{pixels:,}", share] + ([f"{pixels * pixel_m2 / M2_PER_HA:,.2f}"] if area else [])
+        return [f"{pixels:,}", share] + ([f"{pixels * pixel_m2 / M2_PER_HA:,.2f}"] if pixel_m2 is not None else [])
 
     head = ["", "class", "pixels", "%"] + (["area (ha)"] if area else [])
     lines = ['<table id="classes">', "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr></thead>",
