@@ -7,7 +7,7 @@ landmeta stays light):
     landmeta.preprocess("sen12ms", root, "data/s", landmeta.PreprocessOptions())
     landmeta.train(landmeta.load_config("configs/sen12ms-rgb.yaml"), "data/s", "runs/maml")
     landmeta.evaluate("data/s", ["runs/maml", "runs/pretrain"], "results/r", config)
-    landmeta.adapt("runs/maml/best.pt", "support/", "models/region.pt")
+    landmeta.adapt("runs/maml/best.pt", "support/", "models/region.pt", landmeta.AdaptOptions(steps=10))
     landmeta.predict(landmeta.Checkpoint.load("models/region.pt"), "scene.tif", "maps/",
                      landmeta.PredictOptions())
 """
@@ -25,6 +25,7 @@ _API = {  # public name -> (module, attribute)
     "train": ("landmeta.meta.trainer", "train"),
     "evaluate": ("landmeta.evaluation.protocol", "evaluate"),
     "adapt": ("landmeta.inference.adaptation", "adapt_checkpoint"),
+    "AdaptOptions": ("landmeta.inference.adaptation", "AdaptOptions"),
     "LabelSource": ("landmeta.inference.labels", "LabelSource"),
     "predict": ("landmeta.inference.mapping", "predict_maps"),
     "PredictOptions": ("landmeta.inference.mapping", "PredictOptions"),

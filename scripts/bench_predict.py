@@ -102,9 +102,9 @@ def write_support(folder: Path, tiles: int = 5, size: int = 256) -> Path:
 # ---- measurements, each run in a fresh process -------------------------------------------------------
 
 def child_adapt(args: argparse.Namespace) -> dict:
-    from landmeta.inference.adaptation import adapt_checkpoint
+    from landmeta.inference.adaptation import AdaptOptions, adapt_checkpoint
     started = time.perf_counter()
-    info = adapt_checkpoint(Path(args.ckpt), Path(args.support), Path(args.out), overwrite=True)
+    info = adapt_checkpoint(Path(args.ckpt), Path(args.support), Path(args.out), AdaptOptions(overwrite=True))
     return {"seconds": time.perf_counter() - started, "chips": info["chips"], "steps": info["steps"]}
 
 

@@ -8,7 +8,7 @@ import torch
 
 from landmeta.config import ModelConfig
 from landmeta.errors import ModelError
-from landmeta.models import build_model, head_names
+from landmeta.models import build_model, is_head
 
 
 @pytest.mark.parametrize("name,kind,shape", [
@@ -23,7 +23,7 @@ def test_models_by_name(name: str, kind: str, shape: tuple[int, ...]) -> None:
     assert out.shape == shape
     out.sum().backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []  # no dead stages
-    heads = head_names(model)
+    heads = [n for n, _ in model.named_parameters() if is_head(n)]
     assert heads and all(n.split(".")[0] in ("head", "segmentation_head") for n in heads)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from landmeta.commands import add_number, check_numbers
 from landmeta.config import NON_NEGATIVE, POSITIVE
 from landmeta.errors import ConfigError
-from landmeta.inference.adaptation import adapt_checkpoint
+from landmeta.inference.adaptation import AdaptOptions, adapt_checkpoint
 from landmeta.inference.labels import DEFAULT_CLASS_FIELD, LabelSource
 
 
@@ -53,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--labels needs --scene (the raster the labels lie on)")
     else:
         support = LabelSource(args.scene, args.labels, args.layer, args.class_field, args.point_radius)
-    info = adapt_checkpoint(args.checkpoint, support, args.out, args.steps, args.lr, args.class_map,
-                            args.overwrite, progress=True)
+    options = AdaptOptions(steps=args.steps, lr=args.lr, class_map=args.class_map, overwrite=args.overwrite)
+    info = adapt_checkpoint(args.checkpoint, support, args.out, options, progress=True)
     if "labels" in info:
         print(f"adapted on {info['labels']['features']} labelled features ({info['chips']} windows), "
               f"{info['steps']} steps, lr {info['lr']}, in {info['seconds']:.1f} s")

@@ -24,7 +24,7 @@ from landmeta.evaluation.methods import Method, load_methods, tuning_grid
 from landmeta.evaluation.windows import open_windows
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.metrics import metric_names, task_metrics
-from landmeta.models import build_model, head_names
+from landmeta.models import build_model
 from landmeta.workers import die_with_parent
 
 RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("RED", "GREEN", "BLUE"))
@@ -96,11 +96,8 @@ class Evaluator:
             model = build_model(method.checkpoint.config.model, method.checkpoint.in_channels, n_out, self.kind)
         else:
             model = copy.deepcopy(method.network)
-        if hp.get("layers") == "head":
-            heads = set(head_names(model, method.checkpoint.config.meta.head_pattern))
-            for name, param in model.named_parameters():
-                param.requires_grad_(name in heads)
         return adapt(method.checkpoint, model, xs, ys, steps=hp.get("steps"), lr=hp.get("lr"),
+                     layers=hp.get("layers") or "all",
                      classes=classes if self.kind == "classification" else None,
                      norm_stats=self.config.eval.norm_stats)
 

@@ -9,6 +9,7 @@ The adapted checkpoint has the same format and method as its base (so `landmeta 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,19 +33,30 @@ def resolved_steps_lr(ckpt: Checkpoint, steps: int | None, lr: float | None) -> 
         (config.eval.finetune_lrs[0] if lr is None else lr)
 
 
-def adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, steps: int | None = None,
-                     lr: float | None = None, class_map: Path | None = None, overwrite: bool = False,
-                     progress: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AdaptOptions:
+    """How `landmeta adapt` adapts: steps and learning rate (None: the checkpoint's own), how mask ids
+    or label names map to its classes, and whether an existing model may be replaced."""
+
+    steps: int | None = None
+    lr: float | None = None
+    class_map: Path | None = None
+    overwrite: bool = False
+
+
+def adapt_checkpoint(checkpoint: str | Path, support: str | Path | LabelSource, out: str | Path,
+                     options: AdaptOptions = AdaptOptions(), progress: bool = False) -> dict[str, Any]:
     """Adapt `checkpoint` to the labelled tiles in `support` (a folder, or vector labels over a scene)
     and save it to `out`; returns its `adaptation`."""
     with output_lock(out):
         return _adapt_checkpoint(Path(checkpoint), support if isinstance(support, LabelSource) else Path(support),
-                                 Path(out), steps, lr, class_map, overwrite, progress)
+                                 Path(out), options, progress)
 
 
-def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, steps: int | None,
-                      lr: float | None, class_map: Path | None, overwrite: bool, progress: bool) -> dict[str, Any]:
-    if out.exists() and not overwrite:
+def _adapt_checkpoint(checkpoint: Path, support: Path | LabelSource, out: Path, options: AdaptOptions,
+                      progress: bool) -> dict[str, Any]:
+    steps, lr, class_map = options.steps, options.lr, options.class_map
+    if out.exists() and not options.overwrite:
         raise OutputExistsError(f"{out}: exists (use --overwrite to replace it)")
     ckpt = Checkpoint.load(checkpoint)
     labels_record: dict[str, Any] | None = None

@@ -112,7 +112,9 @@ def _finetune(model: nn.Module, x: Tensor, y: Tensor, steps: int, lr: float, lay
               on_step: Callable[[], Any] | None = None) -> None:
     if layers not in ("all", "head"):
         raise ModelError(f"fine-tuning layers must be 'all' or 'head', got {layers!r}")
-    trained = [p for n, p in model.named_parameters() if layers == "all" or is_head(n, head_pattern)]
+    for name, param in model.named_parameters():  # "head": the rest frozen, so no gradient is computed for it
+        param.requires_grad_(layers == "all" or is_head(name, head_pattern))
+    trained = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.Adam(trained, lr=lr)
     params: dict[str, Tensor] = dict(model.named_parameters())
     buffers = dict(model.named_buffers())

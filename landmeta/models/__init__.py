@@ -118,11 +118,6 @@ def is_head(name: str, pattern: str = HEAD) -> bool:
     return name.split(".")[0] in (pattern, f"segmentation_{pattern}")
 
 
-def head_names(model: nn.Module, pattern: str = HEAD) -> list[str]:
-    """Names of the head's parameters."""
-    return [n for n, _ in model.named_parameters() if is_head(n, pattern)]
-
-
 def head_module(model: nn.Module, pattern: str = HEAD) -> nn.Module:
     """The head itself: a classifier's last linear layer, a U-Net's 1x1 segmentation convolution."""
     for name in (pattern, f"segmentation_{pattern}"):
