@@ -20,6 +20,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/setup_system.sh
+	$(VENV)/bin/ruff check landmeta
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 clean:

@@ -181,7 +181,7 @@ def _class_ids(values: Any, source: LabelSource, ckpt: Checkpoint,
                             f"(lines name,id) when the field holds ids")
         return np.array([known.get(_key(t), -1) for t in text], dtype=np.int64), ckpt_names, None
     lut = _mask_lookup(ckpt, class_map)
-    ids = []
+    mapped_ids: list[int] = []
     for t in text:
         try:
             number = float(t)
@@ -191,8 +191,8 @@ def _class_ids(values: Any, source: LabelSource, ckpt: Checkpoint,
             raise DataError(f"{source.labels}: value {t!r} of field {source.class_field!r} is not an id "
                             f"of the class map {class_map}")
         mapped = int(lut.table[int(number)])
-        ids.append(-1 if mapped == IGNORE_INDEX else mapped)
-    return np.array(ids, dtype=np.int64), ckpt_names, None
+        mapped_ids.append(-1 if mapped == IGNORE_INDEX else mapped)
+    return np.array(mapped_ids, dtype=np.int64), ckpt_names, None
 
 
 def _to_pixels(frame: Any, values: np.ndarray, scene: Scene, radius: float,
@@ -261,7 +261,8 @@ def _cut(scene: Scene, features: _Features, windows: list[tuple[int, int, int, i
     y = torch.empty((len(windows), chip, chip) if segmentation else (len(windows),), dtype=torch.long)
     mean, std = ckpt.norm_mean, ckpt.norm_std
     n_poly = len(features.polygons)
-    used, overlap = [], 0
+    used: list[tuple[int, int, int, int]] = []
+    overlap = 0
     iterator: Any = windows
     if progress:
         from tqdm import tqdm

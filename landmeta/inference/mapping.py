@@ -43,8 +43,7 @@ class PredictOptions:
 def legend_of(ckpt: Checkpoint) -> Legend:
     """Class names and colours of the maps (a default palette when the checkpoint has none)."""
     names = list(ckpt.class_names)
-    colors = ckpt.class_colors
-    colors = [tuple(int(v) for v in c) for c in colors] if colors else default_colors(len(names))
+    colors = list(ckpt.class_colors) if ckpt.class_colors else default_colors(len(names))
     return Legend(names=names, colors=colors)
 
 

@@ -160,7 +160,8 @@ def write_preview(scene: Scene, cls_path: Path, legend: Legend, out: Path) -> No
     for ax in axes:
         ax.set_axis_off()
     present = [int(c) for c in np.unique(classes) if c < len(legend.names)]
-    handles = [Patch(facecolor=np.array(legend.colors[c]) / 255, edgecolor="black", label=mpl_text(legend.names[c]))
+    handles = [Patch(facecolor=(legend.colors[c][0] / 255, legend.colors[c][1] / 255, legend.colors[c][2] / 255),
+                     edgecolor="black", label=mpl_text(legend.names[c]))
                for c in present]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)

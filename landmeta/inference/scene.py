@@ -191,7 +191,7 @@ def _band_order(path: Path, names: list[str | None], bands: list[str]) -> list[i
     """Positions of the model's bands among the file's bands (by name when the file names them)."""
     expected = ", ".join(bands)
     if names and all(names):
-        lookup = {canonical_band(n): i for i, n in enumerate(names)}
+        lookup = {canonical_band(str(n)): i for i, n in enumerate(names)}
         missing = [b for b in bands if canonical_band(b) not in lookup]
         if not missing:
             return [lookup[canonical_band(b)] for b in bands]
@@ -229,7 +229,7 @@ def _open_band_folder(path: Path, bands: list[str]) -> Scene:
         raise
 
 
-def _first_line(exc: Exception) -> str:
+def _first_line(exc: BaseException) -> str:
     """The gist of a rasterio error (its cause when it only points to one)."""
     if "previous exception" in str(exc) and exc.__cause__ is not None:
         exc = exc.__cause__
