@@ -26,7 +26,7 @@ from rasterio.windows import transform as window_transform
 
 from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError, LandmetaWarning
-from landmeta.inference.maps import GDAL_CACHE_MB
+from landmeta.inference.maps import GDAL_CACHE_BYTES
 from landmeta.inference.mapping import store_chip_size
 from landmeta.inference.predict import NODATA
 from landmeta.inference.scene import Scene, open_scene
@@ -96,7 +96,7 @@ def read_label_support(source: LabelSource, ckpt: dict[str, Any], class_map: Pat
                             f"(use a georeferenced GeoTIFF)")
         features, outside = _to_pixels(frame, values, scene, radius, source)
         windows = plan_windows(features.boxes, scene.height, scene.width, size)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # scattered windows: keep GDAL's block cache small
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # scattered windows: keep GDAL's block cache small
             support, used, overlap = _cut(scene, features, windows, radius, ckpt, names, classes, progress)
     if not used:
         raise DataError(f"{source.labels}: no labelled pixels in the scene (features smaller than a pixel "
