@@ -147,12 +147,12 @@ def pipeline(ckpt: dict, path: Path, out: Path, options) -> tuple[float, float]:
     import rasterio
 
     from landmeta.inference.mapping import legend_of, resolve_window, window_model
-    from landmeta.inference.maps import GDAL_CACHE_MB, _write_rasters
+    from landmeta.inference.maps import GDAL_CACHE_BYTES, _write_rasters
     from landmeta.inference.predict import predict_strips
     from landmeta.inference.scene import open_scene
     wm = window_model(ckpt)
     window, overlap = resolve_window(ckpt, options)
-    with open_scene(path, list(ckpt.bands)) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+    with open_scene(path, list(ckpt.bands)) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         wall, cpu = time.perf_counter(), time.process_time()

@@ -50,7 +50,7 @@ def write_class_map(scene_path: Path, bands: list[str], out: Path, mask: Path | 
     from rasterio.errors import NotGeoreferencedWarning
 
     from landmeta.inference.colours import Legend
-    from landmeta.inference.maps import GDAL_CACHE_MB, _write_rasters
+    from landmeta.inference.maps import GDAL_CACHE_BYTES, _write_rasters
     from landmeta.inference.predict import Strip
     from landmeta.inference.scene import open_scene
     legend = Legend(names=CLASSES, colors=[(0, 153, 0), (198, 176, 68), (182, 255, 5), (194, 79, 68),
@@ -58,7 +58,7 @@ def write_class_map(scene_path: Path, bands: list[str], out: Path, mask: Path | 
     if mask is not None:
         from landmeta.classes import DEEPGLOBE_CLASSES, DEEPGLOBE_COLORS
         legend = Legend(names=DEEPGLOBE_CLASSES, colors=DEEPGLOBE_COLORS)
-    with open_scene(scene_path, bands) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB), \
+    with open_scene(scene_path, bands) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         if mask is None:
@@ -79,7 +79,7 @@ def child(scene_path: Path, bands: list[str], cls_path: Path, out: Path) -> dict
     import rasterio
 
     from landmeta.inference.colours import Legend
-    from landmeta.inference.maps import GDAL_CACHE_MB
+    from landmeta.inference.maps import GDAL_CACHE_BYTES
     from landmeta.inference.scene import open_scene
     from landmeta.inference.viewer import leaflet_css, leaflet_js, lonlat_grid, write_viewer
     with rasterio.open(cls_path) as src:  # the legend the class map was written with
@@ -88,7 +88,7 @@ def child(scene_path: Path, bands: list[str], cls_path: Path, out: Path) -> dict
     counts = np.load(cls_path.with_suffix(".npy"))
     leaflet_js(), leaflet_css()  # read once per process: not timed
     before = peak_rss_mb()
-    with open_scene(scene_path, bands) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+    with open_scene(scene_path, bands) as scene, rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
         wall, cpu = time.perf_counter(), time.process_time()
         write_viewer(scene, cls_path, legend, counts, out, {})
         result = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,

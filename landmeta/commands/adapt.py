@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--labels", type=Path,
                         help="vector labels (GeoPackage, Shapefile, GeoJSON, FlatGeobuf): polygons or points")
     parser.add_argument("--scene", type=Path,
-                        help="with --labels: the scene they lie on (GeoTIFF or folder of one GeoTIFF per band)")
+                        help="with --labels: the scene they lie on (GeoTIFF, folder of one GeoTIFF per band, "
+                             "or Sentinel-2 .SAFE folder)")
     parser.add_argument("--layer", help="with --labels: the layer to read (default: the first)")
     parser.add_argument("--class-field", default=DEFAULT_CLASS_FIELD,
                         help=f"with --labels: the field holding class names (default: {DEFAULT_CLASS_FIELD})")

@@ -13,10 +13,12 @@ from landmeta.meta.checkpoint import Checkpoint
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `predict` sub-command to the parser."""
-    parser = sub.add_parser("predict", help="predict land-cover maps of scenes (GeoTIFF, PNG/JPG, band folders)")
+    parser = sub.add_parser("predict", help="predict land-cover maps of scenes (GeoTIFF, PNG/JPG, band folders, "
+                                             "Sentinel-2 .SAFE)")
     parser.add_argument("--model", required=True, type=Path, help="checkpoint, usually from `landmeta adapt`")
     parser.add_argument("--input", required=True, type=Path,
-                        help="a raster, a folder of one GeoTIFF per band, or a folder of either")
+                        help="a raster, a folder of one GeoTIFF per band, a Sentinel-2 L2A/L1C .SAFE folder, "
+                             "or a folder of these")
     parser.add_argument("--out", required=True, type=Path, help="folder for the maps")
     add_number(parser, "--window", int, AT_LEAST_ONE,
                help="window side in input pixels (default 1024; a classifier: its training chip size)")
@@ -47,6 +49,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{files.preview}  (quick-look with legend)")
         if files.html:
             print(f"{files.html}  (map viewer: open in a browser, works offline)")
+        if files.masked is not None:
+            print(f"{files.masked.masked} pixels ({files.masked.percent:.1f} %) masked as no data, cloud, cloud "
+                  f"shadow or cirrus by the product's scene classification (SCL)")
         if files.polygons:
             print(f"{files.polygons}  (polygons, layer landcover)")
         elif args.polygons and not files.georeferenced:

@@ -28,7 +28,7 @@ from landmeta.classes import IGNORE_INDEX
 from landmeta.data.chips import around_features
 from landmeta.data.transforms import normalise, resize_chips
 from landmeta.errors import DataError, LandmetaWarning
-from landmeta.inference.maps import GDAL_CACHE_MB
+from landmeta.inference.maps import GDAL_CACHE_BYTES
 from landmeta.inference.scene import Scene, open_scene
 from landmeta.inference.support import IGNORE_NAMES, SupportSet, _mask_lookup
 from landmeta.meta.checkpoint import Checkpoint
@@ -98,7 +98,7 @@ def read_label_support(source: LabelSource, ckpt: Checkpoint, class_map: Path | 
                             f"(use a georeferenced GeoTIFF)")
         features, outside = _to_pixels(frame, values, scene, radius, source)
         windows = around_features(features.boxes, scene.height, scene.width, size)
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):  # scattered windows: keep GDAL's block cache small
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # scattered windows: keep GDAL's block cache small
             support, used, overlap = _cut(scene, features, windows, radius, ckpt, names, classes, progress)
     if not used:
         raise DataError(f"{source.labels}: no labelled pixels in the scene (features smaller than a pixel "

@@ -9,6 +9,7 @@ defaults to the store's chip size and is always resampled to the model's `chip_s
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,10 +77,12 @@ def resolve_window(ckpt: Checkpoint, options: PredictOptions) -> tuple[int, int]
 
 def predict_maps(ckpt: Checkpoint, inputs: Path, out: Path, options: PredictOptions,
                  progress: bool = False) -> list[MapFiles]:
-    """Predict every scene of `inputs` (a raster, a per-band folder, or a folder of them) into `out`.
+    """Predict every scene of `inputs` (a raster, a per-band folder, a `.SAFE` product, or a folder of
+    them) into `out`.
 
     Every scene is opened and its bands checked, and every output name checked, before anything
-    is written; the whole run holds `out`'s write lock.
+    is written; the whole run holds `out`'s write lock. A product's pixels masked by its SCL are
+    counted, recorded in the legend (`scl`) and returned (`MapFiles.masked`).
     """
     with output_lock(out):
         return _predict_maps(ckpt, inputs, Path(out), options, progress)
@@ -101,8 +104,11 @@ def _predict_maps(ckpt: Checkpoint, inputs: Path, out: Path, options: PredictOpt
               "provenance": provenance(torch=torch.__version__)}
     written = []
     for path in scenes:
-        with open_scene(path, list(ckpt.bands)) as scene:
+        with open_scene(path, list(ckpt.bands), warn=False) as scene:
+            masked = scene.masked_count()
+            scene_record = record if masked is None else {**record, "scl": masked.record()}
             strips = predict_strips(scene, wm, window, overlap, options.batch, progress)
-            written.append(write_maps(scene, strips, Path(out), legend, record, options.polygons,
-                                      options.overwrite, options.html))
+            files = write_maps(scene, strips, Path(out), legend, scene_record, options.polygons, options.overwrite,
+                               options.html)
+            written.append(dataclasses.replace(files, masked=masked))
     return written

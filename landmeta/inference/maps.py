@@ -25,13 +25,15 @@ from rasterio.windows import Window
 from landmeta.errors import OutputExistsError
 from landmeta.inference.colours import Legend, natural_colour_bands, stretch
 from landmeta.inference.predict import NODATA, Strip
+from landmeta.inference.safe import MaskedCount
 from landmeta.inference.scene import Scene, decimation
 from landmeta.inference.viewer import write_viewer
 from landmeta.io import atomic_path, atomic_write_json, atomic_write_text
 
 PREVIEW_SIDE = 1024  # quick-look: the scene decimated to at most this many pixels a side
 POLYGON_ROWS = 4096  # polygons are traced in strips of this many rows (split at strip edges)
-GDAL_CACHE_MB = 64  # bounds GDAL's block cache, so writing a large map keeps memory flat
+GDAL_CACHE_BYTES = 64 * 2**20  # bounds GDAL's block cache, so writing a large map keeps memory flat
+# (in bytes: rasterio hands an integer GDAL_CACHEMAX to GDAL as bytes, not as megabytes)
 
 
 
@@ -47,6 +49,7 @@ class MapFiles:
     polygons: Path | None
     georeferenced: bool
     html: Path | None = None
+    masked: MaskedCount | None = None  # pixels a Sentinel-2 product's SCL made nodata
 
 
 
@@ -77,7 +80,7 @@ def write_maps(scene: Scene, strips: Iterable[Strip], out: Path, legend: Legend,
     check_outputs(paths.values(), overwrite)
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack, warnings.catch_warnings(), \
-            rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB, GDAL_PAM_ENABLED=False):
+            rasterio.Env(GDAL_CACHEMAX=max(GDAL_CACHE_BYTES, scene.cache_bytes), GDAL_PAM_ENABLED=False):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         tmp = {key: stack.enter_context(atomic_path(path)) for key, path in paths.items()}
         if scene.georeferenced:
