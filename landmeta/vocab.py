@@ -15,7 +15,7 @@ KINDS: tuple[TaskKind, ...] = get_args(TaskKind)
 Split = Literal["train", "val", "test"]
 SPLITS: tuple[Split, ...] = get_args(Split)
 
-MamlMethod = Literal["maml", "fomaml", "metasgd", "anil", "boil"]  # MAML family: a learned initialisation
+MamlMethod = Literal["maml", "fomaml", "metasgd", "anil", "boil", "protomaml"]  # MAML family: a learned initialisation
 MAML_METHODS: tuple[MamlMethod, ...] = get_args(MamlMethod)
 TrainMethod = Literal[MamlMethod, "pretrain"]  # what `landmeta train` runs (meta.method)
 TRAIN_METHODS: tuple[TrainMethod, ...] = get_args(TrainMethod)

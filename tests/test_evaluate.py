@@ -65,7 +65,7 @@ def test_every_method_on_the_same_tasks(evaluated, setup):
     _, store_path, _, _ = setup
     results = pd.read_csv(evaluated / "results.csv")
     meta = json.loads((evaluated / "meta.json").read_text())
-    methods = ["maml", "pretrain", "random", "rf", "proto-maml", "proto-pretrain"]
+    methods = ["maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"]
     assert list(meta["methods"]) == methods and meta["reference"] == "maml" and meta["status"] == "complete"
     for shots in (1, 2):
         part = results[results.shots == shots]
@@ -89,14 +89,14 @@ def test_summary_and_tests_follow_results(evaluated):
     mean, half, n = mean_ci(results[(results.method == "rf") & (results.shots == 2)].kappa)
     assert (row["mean"], row["ci"], row["n"]) == pytest.approx((mean, half, n))
     tests = pd.read_csv(evaluated / "tests.csv")
-    assert set(tests.method) == {"pretrain", "random", "rf", "proto-maml", "proto-pretrain"}
+    assert set(tests.method) == {"pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"}
     assert set(tests.shots) == {1, 2} and (tests.n == 3).all()
 
 
 def test_examples_saved(evaluated):
     (ex,) = read_examples(evaluated / "examples.npz")
     assert ex["shots"] == 1 and ex["query_rgb"].dtype == np.uint8 and ex["query_rgb"].shape[-1] == 3
-    assert set(ex["predictions"]) == {"maml", "pretrain", "random", "rf", "proto-maml", "proto-pretrain"}
+    assert set(ex["predictions"]) == {"maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"}
     assert set(np.unique(ex["query_y"])) <= set(ex["classes"])  # global class ids
 
 

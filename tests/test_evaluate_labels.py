@@ -105,7 +105,7 @@ def test_support_and_query_are_spatially_separated(region):
 def test_every_method_and_task_has_rows_and_the_report_renders(region, capsys):
     root, _, held_out, out, _ = region
     results = pd.read_csv(out / "results.csv")
-    methods = ["maml", "pretrain", "random", "rf", "proto-maml", "proto-pretrain"]
+    methods = ["maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"]
     for shots in (1, 2):
         part = results[results.shots == shots]
         assert sorted(part.method) == sorted(methods * 4)
@@ -124,7 +124,7 @@ def test_every_method_and_task_has_rows_and_the_report_renders(region, capsys):
     page = (root / "report" / "index.md").read_text()
     assert "over S2B_MSIL2A_20180421T114349_41_4 (segmentation, your own labels)" in page
     assert "From the user's own labels, not the held-out-region protocol" in page and "19 features" in page
-    assert "## miou" in page and "| proto-pretrain |" in page
+    assert "## miou" in page and "| ncm-pretrain |" in page
 
 
 def test_saved_windows_reproduce_the_rows(region):

@@ -114,3 +114,29 @@ def test_bad_results_folder(results, tmp_path, capsys):
     with pytest.raises(DataError, match=r"results.csv: methods \['svm'\] are not described"):
         write_report(bad, tmp_path / "r2")
     assert not (tmp_path / "r2").exists()
+
+
+def test_results_with_the_former_proto_names_open_as_ncm(results, tmp_path):
+    """Folders written when the nearest-class-mean baselines were named `proto-<run>` (family `proto`)
+    are read with today's names, by the report and by a resumed evaluation, which computes nothing again."""
+    old = tmp_path / "old"
+    shutil.copytree(results, old)
+    meta = json.loads((old / "meta.json").read_text())
+    kind, legacy = meta["kind"], (lambda name: name.replace("ncm-", "proto-"))
+    meta["methods"] = {legacy(n): info | ({"family": "proto"} if info["family"] == "ncm" else {})
+                       for n, info in meta["methods"].items()}
+    (old / "meta.json").write_text(json.dumps(meta))
+    rows = read_results_csv(results / "results.csv", kind)
+    write_results_csv(old / "results.csv", rows.assign(method=rows["method"].map(legacy)), kind)
+    (old / "tests.csv").write_text((results / "tests.csv").read_text().replace("ncm-", "proto-"))
+    with np.load(results / "examples.npz") as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["index"] = np.array(str(arrays["index"]).replace("ncm-", "proto-"))
+    np.savez_compressed(old / "examples.npz", **arrays)
+    assert "proto-maml" in (old / "results.csv").read_text()
+    md = (write_report(old, tmp_path / "report") / "index.md").read_text()
+    assert "| ncm-maml |" in md and "| ncm-pretrain |" in md and "proto-" not in md.split("## Provenance")[0]
+    assert "family: ncm" in md
+    evaluate(meta["store"], [info["checkpoint"] for info in meta["methods"].values() if info["family"] in
+                             ("maml", "pretrain")], old, load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3)
+    assert read_results_csv(old / "results.csv", kind).equals(rows)

@@ -9,8 +9,7 @@ from pathlib import Path
 from landmeta.commands import add_config_args, add_number, check_numbers
 from landmeta.config import AT_LEAST_ONE, Config, load_config
 from landmeta.errors import ConfigError, TrainingError
-
-METHODS = ["maml", "fomaml", "metasgd", "anil", "boil", "pretrain"]
+from landmeta.vocab import TRAIN_METHODS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(parser)
     parser.add_argument("--data", required=True, type=Path, help="chip store, e.g. data/sen12ms")
     parser.add_argument("--out", required=True, type=Path, help="run folder, e.g. runs/sen12ms-maml")
-    parser.add_argument("--method", choices=METHODS, help="overrides meta.method")
+    parser.add_argument("--method", choices=TRAIN_METHODS, help="overrides meta.method")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from last.pt (config defaults to its config.yaml)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides train.device")

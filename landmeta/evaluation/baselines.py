@@ -1,5 +1,6 @@
-"""Baselines beyond the paper: a random forest on band values and nearest-class-prototype classifiers
-on a network's features. Each is fitted on one task's support set and predicts its query set."""
+"""Baselines beyond the paper: a random forest on band values and nearest-class-mean classifiers on a
+network's features (`ncm-<run>` in the results). Each is fitted on one task's support set and predicts
+its query set."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The methods an evaluation compares: each checkpoint's own (MAML family, pretrain), random init, the
-random forest and the prototype classifiers; where checkpoints come from; the grids tuned on meta-val."""
+random forest and the nearest-class-mean (ncm) classifiers on each checkpoint's features; where
+checkpoints come from; the grids tuned on meta-val."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from torch import nn
 
 from landmeta.config import Config, config_to_dict
 from landmeta.data.store import ChipStore
-from landmeta.errors import CheckpointError
+from landmeta.errors import CheckpointError, ModelError
 from landmeta.meta.checkpoint import Checkpoint
+from landmeta.meta.prototypes import prototype_head
 from landmeta.vocab import TRAIN_METHODS
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
@@ -23,7 +25,7 @@ TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen 
 
 @dataclass
 class Method:
-    """One evaluated method: its family (maml, pretrain, random, rf, proto) and, for networks, a model."""
+    """One evaluated method: its family (maml, pretrain, random, rf, ncm) and, for networks, a model."""
 
     name: str
     family: str
@@ -40,7 +42,7 @@ class Method:
 
     @property
     def network(self) -> nn.Module:
-        """The trained network of a checkpoint's own method or its prototype classifier."""
+        """The trained network of a checkpoint's own method or its nearest-class-mean classifier."""
         assert self.model is not None, f"{self.name} has no trained network"
         return self.model
 
@@ -79,7 +81,7 @@ def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]
 
 
 def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int) -> list[Method]:
-    """The checkpoints' methods plus random init, random forest and prototypes, in report order."""
+    """The checkpoints' methods plus random init, random forest and nearest class means, in report order."""
     runs: list[Method] = []
     for path in checkpoints:
         ckpt = Checkpoint.load(path)
@@ -91,9 +93,16 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
         name: str = ckpt.method
         if any(m.name == name for m in runs):
             name = f"{name}-{Path(path).parent.name if Path(path).parent.name else len(runs)}"
-        zero = (family == "pretrain" or ckpt.global_class_head
+        model = ckpt.model()
+        if ckpt.method == "protomaml":
+            try:
+                prototype_head(model, ckpt.config.meta.head_pattern)
+            except ModelError as exc:
+                raise CheckpointError(f"{path}: {exc}") from exc
+        # a Proto-MAML classifier sets every row of its head from the support: its own rows are never trained
+        zero = (family == "pretrain" or (ckpt.global_class_head and ckpt.method != "protomaml")
                 or (kind == "segmentation" and ckpt.num_classes == store.num_classes))
-        runs.append(Method(name, family, ckpt, ckpt.model(), zero_shot=zero,
+        runs.append(Method(name, family, ckpt, model, zero_shot=zero,
                            info={"family": family, "checkpoint": str(path), "checkpoint_method": ckpt.method,
                                  "step": ckpt.step, "provenance": ckpt.provenance,
                                  "config": config_to_dict(ckpt.config)}))
@@ -113,8 +122,8 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
     methods.append(Method("random", "random", base.checkpoint.replace(method="random"),
                           info={"family": "random", "architecture_of": base.checkpoint.where}))
     methods.append(Method("rf", "rf", info={"family": "rf"}))
-    methods += [Method(f"proto-{m.name}", "proto", m.checkpoint, m.model,
-                       info={"family": "proto", "features_of": m.checkpoint.where}) for m in runs]
+    methods += [Method(f"ncm-{m.name}", "ncm", m.checkpoint, m.model,
+                       info={"family": "ncm", "features_of": m.checkpoint.where}) for m in runs]
     return methods
 
 

@@ -36,6 +36,11 @@ CHECK_COLUMN = "crc"  # last column of results.csv: CRC-32 (hex) of the row's ot
 CHECK_SEPARATOR = "\x1f"  # joins the fields for the checksum (never inside a field of ours)
 
 
+def current_name(method: str) -> str:
+    """A method's name now: older folders named the nearest-class-mean baselines `proto-<run>` (`ncm-<run>`)."""
+    return "ncm-" + method.removeprefix("proto-") if method.startswith("proto-") else method
+
+
 def check_results_folder(out: Path) -> None:
     """OutputExistsError if `out`, or the nearest of its parents that exists, is not a folder."""
     for path in (out, *out.parents):
@@ -112,6 +117,7 @@ def _parse_record(record: list[str], columns: list[str]) -> dict[str, Any] | Non
     if len(record) != len(columns) + 1 or record[-1] != _checksum(record[:-1]):
         return None
     row: dict[str, Any] = dict(zip(columns, record[:-1]))
+    row["method"] = current_name(row["method"])
     try:
         for c in columns:
             if c in ("task", "shots"):
@@ -205,6 +211,9 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}: not a landmeta results file (format is not {FORMAT!r})")
     if meta.get("kind") not in ("classification", "segmentation"):
         raise DataError(f"{path}: 'kind' must be classification or segmentation, got {meta.get('kind')!r}")
+    if isinstance(meta.get("methods"), dict):
+        meta["methods"] = {current_name(name): dict(info, family="ncm") if isinstance(info, dict)
+                           and info.get("family") == "proto" else info for name, info in meta["methods"].items()}
     return meta
 
 
@@ -226,6 +235,8 @@ def open_results(path: str | Path) -> Results:
         raise DataError(f"{path / 'results.csv'}: methods {unknown} are not described in meta.json")
     summary = summarise(results, metric_names(meta["kind"]))
     tests = _read_csv(path / "tests.csv") if (path / "tests.csv").exists() else pd.DataFrame(columns=TEST_COLUMNS)
+    if "method" in tests:
+        tests["method"] = tests["method"].map(current_name)
     return Results(path, meta, results, summary, tests)
 
 
@@ -270,7 +281,7 @@ def read_examples(path: Path) -> list[dict[str, Any]]:
             for i, ex in enumerate(index):
                 item = {k: ex[k] for k in ("task", "region", "shots", "classes")}
                 item.update({key: data[f"e{i}_{key}"] for key in ("support_rgb", "support_y", "query_rgb", "query_y")})
-                item["predictions"] = {m: data[f"e{i}_pred{j}"] for j, m in enumerate(ex["methods"])}
+                item["predictions"] = {current_name(m): data[f"e{i}_pred{j}"] for j, m in enumerate(ex["methods"])}
                 examples.append(item)
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise DataError(f"{path}: not a readable examples file ({exc})") from exc

@@ -72,7 +72,7 @@ class Evaluator:
         if method.family == "rf":
             return random_forest(self.kind, xs.numpy(), ys.numpy(), xq.numpy(), seed=seed, trees=cfg.rf_trees,
                                  max_pixels=cfg.rf_max_pixels, ignore_index=self.store.ignore_index)
-        if method.family == "proto":
+        if method.family == "ncm":
             model = copy.deepcopy(method.network)
             set_norm_stats(model, xs, cfg.norm_stats)
             model.eval()

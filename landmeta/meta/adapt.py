@@ -1,7 +1,8 @@
 """Test-time adaptation of a checkpoint's model to one task's support set.
 
 MAML family: the method's own inner loop (its adapted parameters, its learned rates if any) for
-`meta.test_inner_steps` steps. pretrain and random: plain fine-tuning of every parameter with Adam
+`meta.test_inner_steps` steps; Proto-MAML first sets the head from the support set's class
+prototypes. pretrain and random: plain fine-tuning of every parameter with Adam
 (`eval.finetune_steps[0]` steps at `eval.finetune_lrs[0]` unless given). A pretrained
 classifier's head covers every class of the store; for an N-way task it is replaced by an N-way
 head made of the rows of the task's classes (`classes`), or zeros when they are not given.
@@ -25,7 +26,15 @@ from torch import Tensor, nn
 from landmeta.config import MetaConfig
 from landmeta.errors import ModelError
 from landmeta.meta.checkpoint import Checkpoint
-from landmeta.meta.maml import adapted_names, build_rates, build_step_norms, forward, inner_loop, task_loss
+from landmeta.meta.maml import (
+    adapted_names,
+    build_rates,
+    build_step_norms,
+    forward,
+    inner_loop,
+    prototype_init,
+    task_loss,
+)
 from landmeta.models import is_head
 from landmeta.vocab import MAML_METHODS
 
@@ -93,6 +102,10 @@ def _inner_adapt(model: nn.Module, ckpt: Checkpoint, meta: MetaConfig, x: Tensor
     names = adapted_names(model, meta.method, meta.head_pattern)
     params = {n: p.detach().requires_grad_() for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
+    if meta.method == "protomaml":  # the head from the support's class prototypes, then the inner loop
+        with torch.no_grad():
+            params = prototype_init(model, params, buffers, x, y, meta.head_pattern)
+        params = {n: p.detach().requires_grad_() for n, p in params.items()}
     phi = params
     for step in range(steps):  # one step at a time keeps no graph between steps
         phi = inner_loop(model, phi, buffers, rates, names, x, y, 1, first_order=True, start=step)[0]

@@ -3,7 +3,8 @@
 Parameters are dicts name -> tensor. The inner loop takes k SGD steps on the support set from θ,
 keeping the graph (`create_graph=True`) for second-order MAML or detaching the inner gradients
 for first order (dφ/dθ taken as identity). Which parameters adapt is decided by name: all
-(maml, fomaml, metasgd), the head only (anil) or the body only (boil).
+(maml, fomaml, metasgd, protomaml), the head only (anil) or the body only (boil). Proto-MAML first
+sets the head from the support set's class prototypes at θ (`prototype_init`, in the graph).
 
 BatchNorm policy: every forward pass of the inner and outer loops runs in train mode and
 normalises with the statistics of its own batch (as in the original MAML). By default the running
@@ -35,8 +36,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from landmeta.classes import IGNORE_INDEX
 from landmeta.config import MetaConfig
 from landmeta.errors import ConfigError
+from landmeta.meta.prototypes import head_input, prototype_head, prototype_rows
 from landmeta.models import is_head
 from landmeta.models.batchnorm import BatchNormMode
+from landmeta.vocab import HEAD
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
@@ -182,6 +185,21 @@ def forward(model: nn.Module, params: Params, buffers: Params, x: Tensor, update
         return functional_call(model, {**params, **buffers}, (x,))
 
 
+def prototype_init(model: nn.Module, params: Params, buffers: Params, x: Tensor, y: Tensor,
+                   head_pattern: str = HEAD) -> Params:
+    """Proto-MAML: `params` with the head set from the class prototypes of (x, y) at `params`
+    (`landmeta.meta.prototypes`). The features come from a pass like the inner loop's: batch
+    statistics, no running statistic read or written. Differentiable in `params`.
+
+    The other parameters are returned as aliases (views), so that the inner loop's gradient with
+    respect to them is the partial one, with the head held fixed, while the meta-gradient still
+    reaches θ both directly and through the prototypes."""
+    head = prototype_head(model, head_pattern)
+    features = head_input(head.layer, lambda: forward(model, params, buffers, x))
+    weight, bias = prototype_rows(features, y, params[head.weight], params[head.bias])
+    return {**{n: p.view_as(p) for n, p in params.items()}, head.weight: weight, head.bias: bias}
+
+
 def inner_loop(model: nn.Module, params: Params, buffers: Params, rates: InnerRates,
                names: list[str], x: Tensor, y: Tensor, steps: int, first_order: bool,
                update_stats: bool = False, loss_fn: LossFn = task_loss, start: int = 0,
@@ -241,7 +259,8 @@ def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
     """Accumulate into `.grad` of the model's and the rates' parameters the meta-gradient of the
     mean query loss over `tasks` (x_support, y_support, x_query, y_query). No optimiser step.
 
-    `rows` (one per task) cuts a global classification head to each task's classes; `norms` holds
+    `rows` (one per task) cuts a global classification head to each task's classes (Proto-MAML then
+    sets those rows from the support's prototypes, `prototype_init`); `norms` holds
     per-step BatchNorm statistics (updated here, see the module docstring). With `cfg.keep_norm_stats`
     no running statistics are updated: they stay those the run started with."""
     theta, buffers = model_state(model)
@@ -251,6 +270,8 @@ def meta_step(model: nn.Module, rates: InnerRates, cfg: MetaConfig,
     total, logits_out = 0.0, []
     for index, (xs, ys, xq, yq) in enumerate(tasks):
         params = head_rows(theta, cfg.head_pattern, rows[index] if rows is not None else None)
+        if cfg.method == "protomaml":
+            params = prototype_init(model, params, buffers, xs, ys, cfg.head_pattern)
         phis = inner_loop(model, params, buffers, rates, names, xs, ys, cfg.inner_steps,
                           first_order, update_stats=not cfg.keep_norm_stats, loss_fn=loss_fn, norms=norms)
         loss = torch.zeros((), device=xq.device)

@@ -16,6 +16,7 @@ from landmeta.errors import CheckpointError, ConfigError
 from landmeta.io import provenance
 from landmeta.meta.checkpoint import Checkpoint
 from landmeta.meta.maml import InnerRates, StepNorms, rate_mode
+from landmeta.meta.prototypes import prototype_head
 from landmeta.models import build_model
 from landmeta.vocab import MAML_METHODS, Method, TaskKind
 
@@ -52,10 +53,14 @@ def prepare(config: Config, store: ChipStore) -> Setup:
 
 
 def new_model(config: Config, setup: Setup) -> nn.Module:
-    """The run's model with its seeded random initialisation."""
+    """The run's model with its seeded random initialisation; ModelError for Proto-MAML on a model
+    whose head cannot be set from prototypes."""
     torch.manual_seed(config.seed)
-    return build_model(config.model, setup.batches.in_channels, setup.num_classes, setup.kind,
-                       chip_size=setup.batches.chip_size)
+    model = build_model(config.model, setup.batches.in_channels, setup.num_classes, setup.kind,
+                        chip_size=setup.batches.chip_size)
+    if config.meta.method == "protomaml":
+        prototype_head(model, config.meta.head_pattern)
+    return model
 
 
 def make_checkpoint(config: Config, setup: Setup, method: Method, model: nn.Module, rates: InnerRates | None,
