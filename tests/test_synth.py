@@ -96,6 +96,24 @@ def test_regions_georeferenced_around_the_globe(synth_tiny: Path) -> None:
         assert abs(c[0] - row["lon"]) < 0.2 and abs(c[1] - row["lat"]) < 0.2
 
 
+def test_every_scale_is_shaped_like_sen12ms() -> None:
+    """Many season-scenes over the four seasons, cut 60/20/20 like the paper (default: its 75/25/25)."""
+    from collections import Counter
+
+    from landmeta.data.regions import random_split
+    from landmeta.synth.sen12ms import make_regions
+
+    for name, sc in SCALES.items():
+        regions = make_regions(sc.regions, sc.patches, np.random.default_rng([0, 0]))  # drawn, not rendered
+        assert len({r.name for r in regions}) == sc.regions and {r.season for r in regions} == {0, 1, 2, 3}
+        assert all(len(r.patches) == sc.patches for r in regions)
+        counts = Counter(random_split([r.name for r in regions], seed=0).values())
+        assert counts["train"] == round(0.6 * sc.regions) and counts["val"] == counts["test"], name
+    assert SCALES["default"].regions >= 120 and SCALES["large"].regions >= 250
+    assert Counter(random_split([str(i) for i in range(SCALES["default"].regions)], 0).values()) == \
+        {"train": 75, "val": 25, "test": 25}
+
+
 def test_class_statistics_differ_between_regions(synth_tiny: Path) -> None:
     table = igbp_lookup()
     mixes = {}
@@ -154,7 +172,9 @@ def test_deterministic_for_a_seed(synth_tiny: Path, tmp_path: Path) -> None:
     again = generate(tmp_path / "again", scale="tiny", seed=0)
     assert _digest(again) == _digest(synth_tiny)
     meta = json.loads((again / "synth.json").read_text())
-    assert meta["seed"] == 0 and meta["scale"] == "tiny" and meta["counts"]["sen12ms_patches"] == 48
+    sc = SCALES["tiny"]
+    assert meta["seed"] == 0 and meta["scale"] == "tiny"
+    assert meta["counts"]["sen12ms_patches"] == sc.regions * sc.patches
 
 
 def test_refuses_non_empty_output(tmp_path: Path) -> None:
@@ -176,6 +196,8 @@ def test_cli_refuses_then_overwrites(synth_tiny: Path, tmp_path: Path, capsys: p
     assert len(err) == 1 and "not empty" in err[0] and str(out) in err[0]
     assert main(["synth", "--out", str(out), "--scale", "tiny", "--seed", "3", "--overwrite"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert str(out) in line and "48 patches" in line and "12 DeepGlobe tiles" in line
+    sc = SCALES["tiny"]
+    assert str(out) in line and f"{sc.regions * sc.patches} patches" in line
+    assert f"{sc.styles * sc.tiles_per_style} DeepGlobe tiles" in line
     assert not (out / "junk").exists() and json.loads((out / "synth.json").read_text())["seed"] == 3
     assert _digest(out) != _digest(synth_tiny)  # another seed, another dataset

@@ -77,7 +77,8 @@ def assign_splits(regions: list[str], seed: int, split_file: Path | None = None,
     """Split of every region, plus warnings (listed regions that are not in the data).
 
     `split_file` gives every split by hand; `holdout` lists test regions (one per line, e.g. the
-    official SEN12MS hold-out scenes) and the rest is cut 75/25 into train/val with `seed`.
+    official SEN12MS hold-out scenes) and the rest is cut into train/val in the ratio of FRACTIONS
+    (75/25) with `seed`.
     """
     regions = sorted(regions)
     warnings: list[str] = []
@@ -100,7 +101,7 @@ def assign_splits(regions: list[str], seed: int, split_file: Path | None = None,
         if len(rest) < 2:
             raise DataError(f"{holdout}: leaves {len(rest)} regions for train and val (need 2)")
         order = np.random.default_rng(seed).permutation(len(rest))
-        n_val = max(1, round(0.25 * len(rest)))
+        n_val = max(1, round(FRACTIONS["val"] / (FRACTIONS["train"] + FRACTIONS["val"]) * len(rest)))
         out = {r: "test" for r in regions if r in test}
         for rank, i in enumerate(order):
             out[rest[i]] = "val" if rank < n_val else "train"

@@ -38,9 +38,9 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    "tiny": Scale(regions=12, patches=4, styles=4, tiles_per_style=3, tile_size=128, workers=1),
-    "default": Scale(regions=24, patches=20, styles=6, tiles_per_style=8, tile_size=512, workers=2),
-    "large": Scale(regions=64, patches=32, styles=8, tiles_per_style=8, tile_size=2448, workers=4),
+    "tiny": Scale(regions=20, patches=3, styles=4, tiles_per_style=3, tile_size=128, workers=1),
+    "default": Scale(regions=125, patches=20, styles=6, tiles_per_style=8, tile_size=512, workers=2),
+    "large": Scale(regions=250, patches=32, styles=8, tiles_per_style=8, tile_size=2448, workers=4),
 }
 
 
