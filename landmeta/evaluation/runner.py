@@ -4,9 +4,10 @@ meta-val and test tasks, in this process or in a pool of worker processes."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
+import json
 import multiprocessing
-import pickle
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("
 
 @dataclass
 class EvalSetup:
-    """Everything a worker needs to rebuild the methods, picklable (paths and plain values)."""
+    """Everything a worker needs to rebuild the methods: paths and plain values."""
 
     store: str
     split: str
@@ -42,6 +43,17 @@ class EvalSetup:
     seed: int
     tuned: dict[str, dict[int, dict[str, Any]]] = field(default_factory=dict)
     windows: bool = False  # `store` is a user region's windows.npz (`landmeta.evaluation.windows`)
+
+    def to_json(self) -> str:
+        """The setup as JSON text, what worker processes rebuild it from (nothing is unpickled)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> EvalSetup:
+        """The setup `to_json` wrote (JSON keys are strings: the tuned shot counts become ints again)."""
+        values = json.loads(text)
+        values["tuned"] = {m: {int(s): hp for s, hp in by_shots.items()} for m, by_shots in values["tuned"].items()}
+        return cls(**values)
 
 
 class Evaluator:
@@ -181,7 +193,7 @@ def run_units(local: Evaluator, workers: int, fn: Unit, items: list) -> Iterator
         return
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(workers, initializer=_start_worker) as pool:
-        yield from pool.imap(_InWorker(fn, pickle.dumps(local.setup)), items)
+        yield from pool.imap(_InWorker(fn, local.setup.to_json()), items)
 
 
 @dataclass(frozen=True)
@@ -190,16 +202,16 @@ class _InWorker:
     evaluation's `Evaluator` on its first item and keeps it for the next ones (`_worker_evaluator`)."""
 
     fn: Unit
-    setup: bytes  # the pickled EvalSetup: plain values, and the cache key
+    setup: str  # EvalSetup.to_json(): plain values, and the cache key
 
     def __call__(self, args: Any) -> Any:
         return self.fn(_worker_evaluator(self.setup), args)
 
 
 @functools.lru_cache(maxsize=1)
-def _worker_evaluator(setup: bytes) -> Evaluator:
+def _worker_evaluator(setup: str) -> Evaluator:
     """The Evaluator of a worker process, built once per evaluation (its models and store loaded once)."""
-    return Evaluator(pickle.loads(setup))  # our own EvalSetup, pickled by the parent process
+    return Evaluator(EvalSetup.from_json(setup))
 
 
 def _start_worker() -> None:
