@@ -23,6 +23,7 @@ from landmeta.evaluation.protocol import evaluate
 from landmeta.evaluation.results import read_examples
 from landmeta.evaluation.runner import EvalSetup, Evaluator
 from landmeta.evaluation.stats import mean_ci
+from landmeta.evaluation.tuning import choose_methods
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.meta.checkpoint import Checkpoint
 from landmeta.models import build_model
@@ -79,7 +80,10 @@ def test_every_method_on_the_same_tasks(evaluated, setup):
     assert sorted(results[results.shots == 0].method.unique()) == ["pretrain"]  # only its head allows 0-shot
     assert results[["accuracy", "macro_f1"]].apply(lambda c: c.between(0, 1).all()).all()
     assert meta["tuned"]["pretrain"]["1"]["steps"] == 3 and meta["tuned"]["random"]["2"]["lr"] == 0.01
-    assert meta["tuned"]["maml"]["1"] == {"steps": None, "val_score": None, "val_tasks": 0}  # meta.test_inner_steps
+    val_tasks = load_config("tiny.yaml").task.val_tasks
+    assert meta["tuned"]["maml"]["1"]["steps"] is None  # one candidate: meta.test_inner_steps
+    for name in methods:  # every method is scored on meta-val, for the choice of method
+        assert meta["tuned"][name]["2"]["val_tasks"] == val_tasks and 0 <= meta["tuned"][name]["2"]["val_score"] <= 1
 
 
 def test_summary_and_tests_follow_results(evaluated):
@@ -113,6 +117,50 @@ def test_resume_after_interruption_gives_the_same_table(evaluated, setup, tmp_pa
     before = pd.read_csv(evaluated / "results.csv").sort_values(key).reset_index(drop=True)
     after = pd.read_csv(out / "results.csv").sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_method_chosen_on_meta_val_and_tested_on_test(evaluated):
+    meta = json.loads((evaluated / "meta.json").read_text())
+    choice = pd.read_csv(evaluated / "choice.csv")
+    results = pd.read_csv(evaluated / "results.csv")
+    assert list(choice.shots) == [1, 2] and list(meta["choice"]) == ["1", "2"]
+    for row in choice.itertuples():
+        val = {name: hp[str(row.shots)]["val_score"] for name, hp in meta["tuned"].items()}
+        ranked = sorted(val, key=lambda name: -val[name])
+        assert (row.method, row.runner_up) == (ranked[0], ranked[1])
+        assert row.val_score == pytest.approx(val[row.method])
+        at = results[results.shots == row.shots].set_index(["method", "task"]).accuracy
+        assert row.mean == pytest.approx(at[row.method].mean())
+        assert row.mean_diff == pytest.approx((at[row.method] - at[row.runner_up]).mean())
+        assert row.best_here == at.groupby("method").mean().idxmax() and row.n == 3
+
+
+def test_choose_methods_best_then_runner_up_ties_to_the_first():
+    tuned = {"maml": {"1": {"val_score": 0.7, "val_tasks": 8}, "2": {"val_score": 0.5, "val_tasks": 8}},
+             "pretrain": {"1": {"val_score": 0.7, "val_tasks": 8}, "2": {"val_score": 0.6, "val_tasks": 8}},
+             "random": {"1": {"val_score": None, "val_tasks": 0}, "2": {"val_score": 0.9, "val_tasks": 8}},
+             "rf": {"1": {"val_score": 0.2, "val_tasks": 8}}}
+    choice = choose_methods(tuned, [1, 2, 5])
+    assert choice == {"1": {"method": "maml", "val_score": 0.7, "runner_up": "pretrain",
+                            "runner_up_val_score": 0.7, "val_tasks": 8},
+                      "2": {"method": "random", "val_score": 0.9, "runner_up": "pretrain",
+                            "runner_up_val_score": 0.6, "val_tasks": 8}}  # 5-shot: nothing scored
+
+
+def test_resume_scores_on_meta_val_only_what_is_missing(evaluated, setup, tmp_path):
+    """A folder evaluated before every method was scored on meta-val (no rf entry) gets rf's score
+    added on resume; the other methods' tuned settings are kept as they were."""
+    root, store_path, _, runs = setup
+    out = tmp_path / "results"
+    out.mkdir()
+    meta = json.loads((evaluated / "meta.json").read_text())
+    old = {name: hp for name, hp in meta["tuned"].items() if name != "rf"} | {"pretrain": {
+        s: hp | {"val_score": 0.123} for s, hp in meta["tuned"]["pretrain"].items()}}
+    (out / "meta.json").write_text(json.dumps(meta | {"tuned": old, "choice": {}}))
+    evaluate(store_path, runs, out, load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3)
+    now = json.loads((out / "meta.json").read_text())
+    assert now["tuned"]["rf"] == meta["tuned"]["rf"] and now["tuned"]["pretrain"]["1"]["val_score"] == 0.123
+    assert set(now["choice"]) == {"1", "2"}
 
 
 def test_results_of_another_split_are_refused(evaluated, setup):
@@ -284,7 +332,7 @@ def test_evaluation_tunes_over_the_zero_step_candidate(setup, tmp_path):
     # MAML's test-time steps are chosen on meta-val too
     assert tuned["maml"]["1"]["steps"] in (0, 2) and tuned["maml"]["1"]["val_tasks"] == config.task.val_tasks
     assert tuned["pretrain"]["1"]["steps"] in (0, 3) and tuned["pretrain"]["1"]["val_tasks"] == config.task.val_tasks
-    assert tuned["random"]["1"] == {"steps": 3, "lr": 0.01, "layers": "all", "val_score": None, "val_tasks": 0}
+    assert {k: tuned["random"]["1"][k] for k in ("steps", "lr", "layers")} == {"steps": 3, "lr": 0.01, "layers": "all"}
 
 
 def _norm_net() -> nn.Module:

@@ -118,6 +118,8 @@ def test_every_method_and_task_has_rows_and_the_report_renders(region, capsys):
     for name in ("maml", "pretrain", "random"):
         for s in ("1", "2"):
             assert meta["tuned"][name][s] == tuned[name][s] | {"chosen": str(held_out.resolve())}
+    # the method chosen on the store's meta-val is the one recommended for the user's region too
+    assert meta["choice"] == json.loads((held_out / "meta.json").read_text())["choice"]
     assert meta["regions"][0]["region"] == PATCH.name and -7 < meta["regions"][0]["lon"] < -6.5
     code, _, err = _run(capsys, "report", out, "--out", root / "report")
     assert code == 0, err
@@ -125,6 +127,8 @@ def test_every_method_and_task_has_rows_and_the_report_renders(region, capsys):
     assert "over S2B_MSIL2A_20180421T114349_41_4 (segmentation, your own labels)" in page
     assert "From the user's own labels, not the held-out-region protocol" in page and "19 features" in page
     assert "## miou" in page and "| ncm-pretrain |" in page
+    assert f"- 1-shot: run {meta['choice']['1']['method']}. On meta-val it scored" in page
+    assert "On these tasks it scores" in page
 
 
 def test_saved_windows_reproduce_the_rows(region):

@@ -47,7 +47,7 @@ def report(results, tmp_path_factory) -> Path:
 
 def test_markdown_tables_figures_and_provenance(report):
     md = (report / "index.md").read_text()
-    for section in ("## accuracy", "## kappa", "## macro_f1", "## Paired tests", "## Held-out regions",
+    for section in ("## Which method to run on a new region", "## accuracy", "## kappa", "## macro_f1", "## Paired tests", "## Held-out regions",
                     "## Qualitative examples", "## Provenance"):
         assert section in md
     assert "| method | 0-shot | 1-shot | 2-shot |" in md
@@ -56,6 +56,8 @@ def test_markdown_tables_figures_and_provenance(report):
         assert (report / link).is_file()
     assert {"curve_accuracy.png", "map.png", "example_0.png"} <= {p.name for p in (report / "figures").iterdir()}
     assert "checkpoint:" in md and "landmeta_version" in md
+    assert re.search(r"- 1-shot: run \S+\. On meta-val it scored \d\.\d{3} against \d\.\d{3} for \S+, the next best "
+                     r"\(\d+ tasks\)\. On these test tasks it scores \d\.\d{3}, [+-]\d\.\d{3} \[", md)
 
 
 def test_html_is_self_contained(report):

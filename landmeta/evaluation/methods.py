@@ -21,6 +21,7 @@ from landmeta.vocab import TRAIN_METHODS
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
 TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val
+UNTUNED_FAMILIES = ("rf", "ncm")  # scored on meta-val (for the choice of method) with one setting
 
 
 @dataclass
@@ -63,12 +64,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
     """The candidates tried on meta-val: test-time inner steps for the MAML family (`eval.adapt_steps`;
     none given: the checkpoint's `meta.test_inner_steps` alone), fine-tuning steps × lr × layers for
-    pretrain or random init.
+    pretrain or random init, one empty setting for the random forest and nearest class means.
 
     For pretraining, 0 steps (no fine-tuning: the network as trained, its head cut to the task's
     classes) is one candidate, without learning rate or layers. A random-init network is
     always trained, and in all its layers (its random features are worth nothing alone)."""
     cfg = config.eval
+    if family in UNTUNED_FAMILIES:
+        return [{}]
     if family == "maml":
         return [{"steps": s} for s in cfg.adapt_steps] if cfg.adapt_steps else [{"steps": None}]
     grid: list[dict[str, Any]] = [{"steps": s, "lr": lr, "layers": layers}

@@ -3,7 +3,8 @@
 Methods: each MAML-family checkpoint adapted with its own inner loop; pretrain-then-finetune and
 random init, fine-tuned with steps, learning rate and layers chosen on meta-val tasks (never test);
 a random forest on band values; nearest-class prototypes on each checkpoint's features; and 0-shot
-prediction where a network's head covers the store's classes.
+prediction where a network's head covers the store's classes. Every method is also scored on the
+meta-val tasks, and the best there is the method recommended per shot count (`choice.csv`).
 
 Label spaces: classification predicts the task's N classes; for segmentation the networks predict
 among all the store's classes (as a deployed map would), the random forest and the prototypes
@@ -21,7 +22,7 @@ from landmeta.config import Config, config_to_dict
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import Task, load_or_create_tasks, task_file
 from landmeta.errors import CheckpointError, TaskError
-from landmeta.evaluation.methods import TUNED_FAMILIES, check_heads, resolve_checkpoint
+from landmeta.evaluation.methods import check_heads, resolve_checkpoint
 from landmeta.evaluation.results import (
     ResultsLog,
     check_results_folder,
@@ -32,7 +33,7 @@ from landmeta.evaluation.results import (
 )
 from landmeta.evaluation.resume import resume_or_start
 from landmeta.evaluation.runner import EvalSetup, Evaluator, run_units, task_bar, test_unit
-from landmeta.evaluation.tuning import tune
+from landmeta.evaluation.tuning import choose_methods, tune
 from landmeta.io import output_lock, provenance
 from landmeta.meta.checkpoint import Checkpoint
 from landmeta.metrics import metric_names
@@ -87,11 +88,11 @@ def _evaluate(store_path: str | Path, runs: list[str | Path], out: Path, config:
     out.mkdir(parents=True, exist_ok=True)
     meta["tuned"] = resume_or_start(out, meta, overwrite)
     write_meta(out, meta | {"status": "running", "provenance": provenance()})
-    missing_tuning = [s for s in positive if s in shots and any(
-        str(s) not in meta["tuned"].get(m.name, {}) for m in methods if m.family in TUNED_FAMILIES)]
-    if missing_tuning:
-        meta["tuned"] = tune(probe, store, kind, n_way, missing_tuning, meta["tuned"], workers, progress)
-        write_meta(out, meta | {"status": "running", "provenance": provenance()})
+    scored = [s for s in positive if s in shots]
+    if any(str(s) not in meta["tuned"].get(m.name, {}) for s in scored for m in methods):
+        meta["tuned"] = tune(probe, store, kind, n_way, scored, meta["tuned"], workers, progress)
+    meta["choice"] = choose_methods(meta["tuned"], scored)
+    write_meta(out, meta | {"status": "running", "provenance": provenance()})
     return score_tasks(probe, out, meta, task_lists, workers, progress)
 
 
@@ -123,7 +124,8 @@ def score_tasks(probe: Evaluator, out: Path, meta: dict[str, Any], task_lists: d
     if examples:
         write_examples(out / "examples.npz", examples)
     results = read_results_csv(out / "results.csv", kind)
-    write_summaries(out, results, kind, meta["reference"], seed=config.seed, n_boot=config.eval.bootstrap)
+    write_summaries(out, results, kind, meta["reference"], seed=config.seed, n_boot=config.eval.bootstrap,
+                    choice=meta.get("choice"))
     write_meta(out, meta | {"status": "complete", "provenance": provenance()})
     return out
 

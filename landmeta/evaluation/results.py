@@ -6,6 +6,8 @@ Files:
   (CRC-32 of the row's other fields: a row cut short or edited is left out and recomputed on resume);
 - `summary.csv`: method, shots, metric, mean, ci (95% half-width), n;
 - `tests.csv`: reference − method per shots and metric (see `stats.paired_tests`);
+- `choice.csv` (when methods were scored on meta-val): per shot count the method chosen on meta-val,
+  its headline metric here and its paired test against the meta-val runner-up (`stats.choice_table`);
 - `meta.json`: `format: landmeta-results`, kind, store, split, shots, methods, reference, metrics,
   task_files, seeds, tuned hyperparameters, class names/colours, region locations, provenance;
 - `examples.npz` (optional): qualitative examples for the report (see `write_examples`).
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from landmeta.errors import DataError, OutputExistsError
-from landmeta.evaluation.stats import TEST_COLUMNS, paired_tests, summarise
+from landmeta.evaluation.stats import CHOICE_COLUMNS, TEST_COLUMNS, choice_table, paired_tests, summarise
 from landmeta.io import atomic_path, atomic_write_json, atomic_write_text
 from landmeta.metrics import metric_names
 
@@ -170,14 +172,17 @@ def read_results_csv(path: Path, kind: str) -> pd.DataFrame:
 
 
 def write_summaries(out: Path, results: pd.DataFrame, kind: str, reference: str | None,
-                    seed: int = 0, n_boot: int = 10000) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write summary.csv and tests.csv from the per-task table."""
+                    seed: int = 0, n_boot: int = 10000, choice: dict[str, dict] | None = None) -> None:
+    """Write summary.csv, tests.csv and, given the methods chosen on meta-val, choice.csv from the
+    per-task table."""
     metrics = metric_names(kind)
-    summary = summarise(results, metrics)
-    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summarise(results, metrics).to_csv(index=False))
     tests = paired_tests(results, reference, metrics, n_boot, seed) if reference else pd.DataFrame(columns=TEST_COLUMNS)
     atomic_write_text(out / "tests.csv", tests.to_csv(index=False))
-    return summary, tests
+    (out / "choice.csv").unlink(missing_ok=True)
+    if choice:
+        table = choice_table(results, choice, metrics[0], n_boot, seed)
+        atomic_write_text(out / "choice.csv", table.to_csv(index=False))
 
 
 @dataclass
@@ -189,6 +194,7 @@ class Results:
     results: pd.DataFrame
     summary: pd.DataFrame
     tests: pd.DataFrame
+    choice: pd.DataFrame  # empty for folders evaluated before methods were chosen on meta-val
 
     @property
     def kind(self) -> str:
@@ -237,7 +243,9 @@ def open_results(path: str | Path) -> Results:
     tests = _read_csv(path / "tests.csv") if (path / "tests.csv").exists() else pd.DataFrame(columns=TEST_COLUMNS)
     if "method" in tests:
         tests["method"] = tests["method"].map(current_name)
-    return Results(path, meta, results, summary, tests)
+    choice = (_read_csv(path / "choice.csv") if (path / "choice.csv").exists()
+              else pd.DataFrame(columns=CHOICE_COLUMNS))
+    return Results(path, meta, results, summary, tests, choice)
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -16,7 +16,7 @@ def resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool,
     """Tuned hyperparameters of a resumable run in `out` ({} for a fresh start); DataError if `out`
     holds results of other data, split, task lists or methods (`keys` of meta.json)."""
     if overwrite:
-        for name in ("results.csv", "summary.csv", "tests.csv", "examples.npz", "meta.json"):
+        for name in ("results.csv", "summary.csv", "tests.csv", "choice.csv", "examples.npz", "meta.json"):
             (out / name).unlink(missing_ok=True)
         return {}
     if not (out / "meta.json").exists():

@@ -9,6 +9,9 @@ from scipy.stats import wilcoxon
 Z95 = 1.96
 TEST_COLUMNS = ["reference", "method", "shots", "metric", "n", "mean_diff", "diff_low", "diff_high",
                 "wilcoxon_p", "bootstrap_p"]
+CHOICE_COLUMNS = ["shots", "method", "val_score", "runner_up", "runner_up_val_score", "val_tasks", "metric", "mean",
+                  "runner_up_mean", "n", "mean_diff", "diff_low", "diff_high", "wilcoxon_p", "bootstrap_p",
+                  "best_here", "best_here_mean"]
 
 
 def mean_ci(values) -> tuple[float, float, int]:
@@ -64,18 +67,48 @@ def paired_tests(results: pd.DataFrame, reference: str, metrics: list[str] | tup
     diff_high (95% bootstrap CI), wilcoxon_p, bootstrap_p.
     """
     rows = []
-    ref = results[results["method"] == reference]
-    for (method, shots), group in results[results["method"] != reference].groupby(["method", "shots"], sort=True):
-        pair = ref[ref["shots"] == shots].merge(group, on="task", suffixes=("_ref", "_other"))
-        if pair.empty:
+    for method, shots in sorted(set(zip(results["method"], results["shots"]))):
+        if method == reference:
             continue
         for metric in metrics:
-            a = pair[f"{metric}_ref"].to_numpy(np.float64)
-            b = pair[f"{metric}_other"].to_numpy(np.float64)
-            keep = np.isfinite(a) & np.isfinite(b)
-            diff, low, high, p_boot = paired_bootstrap(a[keep], b[keep], n_boot, seed)
-            rows.append({"reference": reference, "method": method, "shots": int(shots), "metric": metric,
-                         "n": int(keep.sum()), "mean_diff": diff, "diff_low": low, "diff_high": high,
-                         "wilcoxon_p": wilcoxon_p(a[keep], b[keep]) if keep.any() else float("nan"),
-                         "bootstrap_p": p_boot})
+            test = paired_test(results, reference, method, int(shots), metric, n_boot, seed)
+            if test is not None:
+                rows.append({"reference": reference, "method": method, "shots": int(shots), "metric": metric} | test)
     return pd.DataFrame(rows, columns=TEST_COLUMNS)
+
+
+def paired_test(results: pd.DataFrame, a: str, b: str, shots: int, metric: str, n_boot: int = 10000,
+                seed: int = 0) -> dict[str, float | int] | None:
+    """Method `a` − method `b` at one shot count over the tasks both scored (finite values): n,
+    mean_diff, diff_low, diff_high (95% bootstrap CI), wilcoxon_p, bootstrap_p; None without a pair."""
+    at = results[results["shots"] == shots]
+    pair = at[at["method"] == a].merge(at[at["method"] == b], on="task", suffixes=("_a", "_b"))
+    if pair.empty:
+        return None
+    x = pair[f"{metric}_a"].to_numpy(np.float64)
+    y = pair[f"{metric}_b"].to_numpy(np.float64)
+    keep = np.isfinite(x) & np.isfinite(y)
+    diff, low, high, p_boot = paired_bootstrap(x[keep], y[keep], n_boot, seed)
+    return {"n": int(keep.sum()), "mean_diff": diff, "diff_low": low, "diff_high": high,
+            "wilcoxon_p": wilcoxon_p(x[keep], y[keep]) if keep.any() else float("nan"), "bootstrap_p": p_boot}
+
+
+def choice_table(results: pd.DataFrame, choice: dict[str, dict], metric: str, n_boot: int = 10000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Per shot count, the method chosen on meta-val (`tuning.choose_methods`) on these tasks: its mean,
+    the paired test against the meta-val runner-up, and the method with the best mean here."""
+    rows = []
+    for shots, c in sorted(choice.items(), key=lambda item: int(item[0])):
+        at = results[results["shots"] == int(shots)]
+        if at.empty or c["method"] not in set(at["method"]):
+            continue
+        means = at.groupby("method")[metric].mean()
+        test = paired_test(results, c["method"], c["runner_up"], int(shots), metric, n_boot, seed) or {
+            "n": 0, "mean_diff": float("nan"), "diff_low": float("nan"), "diff_high": float("nan"),
+            "wilcoxon_p": float("nan"), "bootstrap_p": float("nan")}
+        rows.append({"shots": int(shots), "method": c["method"], "val_score": c["val_score"],
+                     "runner_up": c["runner_up"], "runner_up_val_score": c["runner_up_val_score"],
+                     "val_tasks": c["val_tasks"], "metric": metric, "mean": float(means[c["method"]]),
+                     "runner_up_mean": float(means.get(c["runner_up"], float("nan")))} | test
+                    | {"best_here": str(means.idxmax()), "best_here_mean": float(means.max())})
+    return pd.DataFrame(rows, columns=CHOICE_COLUMNS)

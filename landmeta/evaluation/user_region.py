@@ -112,6 +112,7 @@ def _evaluate_region(source: LabelSource, runs: list[str | Path], out: Path, con
     out.mkdir(parents=True, exist_ok=True)
     resume_or_start(out, meta, overwrite, RESUME_KEYS + ("user_region",))
     meta["tuned"] = tuned
+    meta["choice"] = carried_choice(tuned_from, positive, set(meta["methods"]))
     write_windows(path, windows)
     for s, path_s in files.items():
         atomic_write_json(path_s, {"format": TASKS_FORMAT, "labels": record["labels"], "kind": kind, "k_shot": s,
@@ -292,6 +293,16 @@ def tuned_settings(methods: list[Method], config: Config, positive: list[int],
                             f"(it has {sorted(int(k) for k in chosen)}); evaluate those shot counts there first")
         settings[m.name] = {str(s): chosen[str(s)] | {"chosen": str(Path(tuned_from).resolve())} for s in positive}
     return settings
+
+
+def carried_choice(tuned_from: str | Path | None, positive: list[int], methods: set[str]) -> dict[str, Any]:
+    """The methods chosen on meta-val by the held-out evaluation `tuned_from`, for the shot counts
+    evaluated here whose chosen method and runner-up are both evaluated here ({} without one)."""
+    if tuned_from is None:
+        return {}
+    choice = read_meta(Path(tuned_from) / "meta.json").get("choice", {})
+    return {str(s): choice[str(s)] for s in positive
+            if str(s) in choice and {choice[str(s)]["method"], choice[str(s)]["runner_up"]} <= methods}
 
 
 def _region_record(source: LabelSource, labelled: LabelledSupport, windows: LabelWindows, splits: list[Split],

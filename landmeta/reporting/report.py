@@ -16,7 +16,7 @@ from landmeta.evaluation.results import Results, open_results, read_examples
 from landmeta.io import atomic_dir, atomic_write_text, provenance
 from landmeta.reporting.maps import gain_map, region_gain
 from landmeta.reporting.plots import classification_example, segmentation_example, shot_curves
-from landmeta.reporting.tables import summary_html, summary_markdown, tests_html, tests_markdown
+from landmeta.reporting.tables import choice_lines, summary_html, summary_markdown, tests_html, tests_markdown
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.6em 0 1.2em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
@@ -59,6 +59,10 @@ class _Page:
         self.md.append(f"![{alt}]({rel})\n")
         data = base64.b64encode(path.read_bytes()).decode("ascii")
         self.html.append(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+
+    def bullets(self, items: list[str]) -> None:
+        self.md.append("".join(f"- {item}\n" for item in items))
+        self.html.append("<ul>" + "".join(f"<li>{html.escape(item)}</li>" for item in items) + "</ul>")
 
     def code(self, text: str) -> None:
         self.md.append(f"```\n{text.rstrip()}\n```\n")
@@ -108,6 +112,11 @@ def write_report(results: str | Path, out: str | Path, overwrite: bool = False) 
         if meta.get("status") != "complete":
             page.text(f"Partial results: the evaluation has not finished (status {meta.get('status')!r}); "
                       "rerun the same `landmeta evaluate` command to complete it.")
+        if not res.choice.empty:
+            page.heading("Which method to run on a new region", 2)
+            page.text(f"Chosen per shot count on the meta-val tasks ({res.metrics[0]}), never on the tasks "
+                      "of this report, which then test the choice against the runner-up on meta-val.")
+            page.bullets(choice_lines(res.choice, None if region else meta.get("split")))
         for metric in res.metrics:
             page.heading(f"{metric}", 2)
             page.table(summary_markdown(res.summary, metric, methods), summary_html(res.summary, metric, methods))

@@ -88,3 +88,25 @@ def tests_html(tests: pd.DataFrame, metric: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in TESTS_HEADER)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in tests_rows(tests, metric))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def choice_lines(choice: pd.DataFrame, split: str | None) -> list[str]:
+    """One sentence per shot count: the method chosen on meta-val, and how it did against the
+    meta-val runner-up on these tasks (paired test)."""
+    here = f"these {split} tasks" if split else "these tasks"
+    lines = []
+    for r in choice.sort_values("shots").itertuples():
+        line = (f"{int(r.shots)}-shot: run {r.method}. On meta-val it scored {r.val_score:.3f} against "
+                f"{r.runner_up_val_score:.3f} for {r.runner_up}, the next best ({int(r.val_tasks)} tasks). ")
+        if int(r.n) == 0:
+            lines.append(line + f"{r.runner_up} was not scored on {here}.")
+            continue
+        line += (f"On {here} it scores {r.mean:.3f}, {r.mean_diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}] "
+                 f"against {r.runner_up} (Wilcoxon p {_p(r.wilcoxon_p).rstrip(' *')}, {int(r.n)} tasks): ")
+        significant = math.isfinite(r.wilcoxon_p) and r.wilcoxon_p < 0.05
+        line += ("significantly ahead." if significant and r.mean_diff > 0 else
+                 "significantly behind." if significant else "not a significant difference.")
+        if r.best_here != r.method:
+            line += f" The best mean here is {r.best_here}'s ({r.best_here_mean:.3f}), which meta-val did not pick."
+        lines.append(line)
+    return lines
