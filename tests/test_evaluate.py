@@ -324,6 +324,20 @@ def test_zero_steps_with_trained_statistics_is_the_zero_shot_prediction(setup):
     assert not np.array_equal(ev.predict(pretrain, task, xs, ys, xq, 0, {"steps": 0}), zero_shot)
 
 
+def test_test_time_symmetries_leave_the_forest_and_class_means_alone(setup):
+    _, store_path, _, runs = setup
+    config = load_config("tiny.yaml", FAST)
+    ev = Evaluator(EvalSetup(str(store_path), "test", "classification", [str(r / "best.pt") for r in runs],
+                             config_to_dict(config), 0))
+    task = load_or_create_tasks(ev.store, "test", "classification", 4, 1, 2, 3, 0)[0]
+    xs, ys, xq, _ = ev.tensors(task)
+    plain = {m.name: ev.predict(m, task, xs, ys, xq, 0, {"steps": 2}) for m in ev.methods}
+    ev.config.eval.tta = True
+    turned = {m.name: ev.predict(m, task, xs, ys, xq, 0, {"steps": 2}) for m in ev.methods}
+    assert np.array_equal(plain["rf"], turned["rf"]) and np.array_equal(plain["ncm-maml"], turned["ncm-maml"])
+    assert all(turned[name].shape == plain[name].shape for name in plain)
+
+
 def test_evaluation_tunes_over_the_zero_step_candidate(setup, tmp_path):
     _, store_path, _, runs = setup
     config = load_config("tiny.yaml", FAST + ["eval.finetune_steps=[0,3]", "eval.adapt_steps=[0,2]"])

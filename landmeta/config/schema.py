@@ -94,6 +94,7 @@ class EvalConfig:
     finetune_layers: list[Literal["all", "head"]] = field(default_factory=lambda: ["all", "head"])
     adapt_steps: list[int] | None = None  # MAML-family test-time steps tried on meta-val; None = meta.test_inner_steps
     norm_stats: Literal["support", "trained", "blend"] = "support"  # BatchNorm statistics after adaptation
+    tta: bool = False  # network methods predict the mean over the 8 symmetries of each query chip
     rf_trees: int = 100  # random-forest baseline
     rf_max_pixels: int = 20000  # support pixels sampled per segmentation task for the random forest
     examples: int = 2  # tasks saved as qualitative examples for the report

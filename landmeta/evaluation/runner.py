@@ -26,6 +26,7 @@ from landmeta.evaluation.windows import open_windows
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.metrics import metric_names, task_metrics
 from landmeta.models import build_model
+from landmeta.models.symmetry import symmetric_probabilities
 from landmeta.workers import die_with_parent
 
 RGB_CANDIDATES = (("B04", "B03", "B02"), ("B4", "B3", "B2"), ("R", "G", "B"), ("RED", "GREEN", "BLUE"))
@@ -96,8 +97,8 @@ class Evaluator:
         else:
             model = self._finetuned(method, xs, ys, classes, seed, hp or {})
         with torch.no_grad():
-            logits = model(xq)
-        return logits.argmax(1).numpy()
+            scores = symmetric_probabilities(model, xq) if cfg.tta else model(xq)
+        return scores.argmax(1).numpy()
 
     def _finetuned(self, method: Method, xs: Tensor, ys: Tensor, classes: list[int], seed: int,
                    hp: dict[str, Any]) -> nn.Module:
