@@ -148,15 +148,16 @@ def test_choose_methods_best_then_runner_up_ties_to_the_first():
 
 
 def test_resume_scores_on_meta_val_only_what_is_missing(evaluated, setup, tmp_path):
-    """A folder evaluated before every method was scored on meta-val (no rf entry) gets rf's score
-    added on resume; the other methods' tuned settings are kept as they were."""
+    """A folder evaluated before every method was scored on meta-val (no rf entry) and before
+    `eval.tta` existed is resumed: rf's meta-val score is added, the other tuned settings kept."""
     root, store_path, _, runs = setup
     out = tmp_path / "results"
     out.mkdir()
     meta = json.loads((evaluated / "meta.json").read_text())
     old = {name: hp for name, hp in meta["tuned"].items() if name != "rf"} | {"pretrain": {
         s: hp | {"val_score": 0.123} for s, hp in meta["tuned"]["pretrain"].items()}}
-    (out / "meta.json").write_text(json.dumps(meta | {"tuned": old, "choice": {}}))
+    config = dict(meta["config"], eval={k: v for k, v in meta["config"]["eval"].items() if k != "tta"})
+    (out / "meta.json").write_text(json.dumps(meta | {"tuned": old, "choice": {}, "config": config}))  # before tta
     evaluate(store_path, runs, out, load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3)
     now = json.loads((out / "meta.json").read_text())
     assert now["tuned"]["rf"] == meta["tuned"]["rf"] and now["tuned"]["pretrain"]["1"]["val_score"] == 0.123

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
+from landmeta.config import EvalConfig
 from landmeta.errors import DataError, OutputExistsError
 from landmeta.evaluation.results import read_meta
 
@@ -38,7 +40,15 @@ def resume_or_start(out: Path, meta: dict[str, Any], overwrite: bool,
         if before is not None and before.get("checkpoint") != info.get("checkpoint"):
             raise DataError(f"{out / 'meta.json'}: method {name} was evaluated from {before.get('checkpoint')}, "
                             f"now {info.get('checkpoint')}; choose another --out or pass --overwrite")
-    if old.get("config", {}).get("eval") != meta["config"]["eval"] or old.get("seeds") != meta["seeds"]:
+    if _eval_settings(old.get("config", {}).get("eval")) != meta["config"]["eval"] or old.get("seeds") != meta["seeds"]:
         raise DataError(f"{out / 'meta.json'}: written with other eval settings or seeds; choose another --out "
                         "or pass --overwrite")
     return old.get("tuned", {})
+
+
+def _eval_settings(before: Any) -> Any:
+    """Eval settings of an earlier run, with those added to landmeta since at their defaults (what the
+    earlier run did)."""
+    if not isinstance(before, dict):
+        return before
+    return {**dataclasses.asdict(EvalConfig()), **before}
