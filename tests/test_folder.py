@@ -14,7 +14,9 @@ from pyproj import CRS, Transformer
 
 from landmeta.data.preprocess import pool as preprocess_pool
 from landmeta.data.preprocess import PreprocessOptions, preprocess
-from landmeta.errors import DataError
+from landmeta.data.store import ChipStore
+from landmeta.data.tasks import load_or_create_tasks
+from landmeta.errors import DataError, LandmetaWarning
 from preprocess_inputs import write_tif
 
 BIGEARTHNET = Path(__file__).resolve().parents[1].parent / "shared/data/bigearthnet-s2/S2_patches"
@@ -200,3 +202,32 @@ def test_parent_pattern_keeps_quadrants_of_one_patch_together(tmp_path, capsys):
                      "--parent-pattern", bad, "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and why in err[0] and not (tmp_path / "s2").exists()
+
+
+def test_class_from_one_patch_is_named_and_scenes_short_of_classes_are_left_out_of_tasks(tmp_path):
+    """A class folder whose tiles come from one patch can give no task (support and query come from
+    different patches): one warning naming it, its chips kept for pretraining; fatal with --strict.
+    A scene with fewer classes than the task's ways is named in one warning when tasks are drawn."""
+    rng = np.random.default_rng(5)
+    layout = {"a": {"water": 4, "crop": 4, "urban": 4}, "b": {"water": 4, "crop": 4, "urban": 1},
+              "c": {"water": 4, "crop": 4, "urban": 4}, "d": {"water": 4, "crop": 4, "urban": 4}}
+    for region, classes in layout.items():
+        for cls, n in classes.items():
+            for i in range(n):
+                write_png(tmp_path / "raw" / region / cls / f"p{i}{cls}tl.png", rng)
+    for quadrant in ("tl", "tr"):  # two quadrants of one patch: one parent
+        write_png(tmp_path / "raw" / "c" / "forest" / f"p9{quadrant}.png", rng)
+    (tmp_path / "split.csv").write_text("a,train\nb,train\nc,train\nd,val\n")
+    options = {"split_file": tmp_path / "split.csv", "parent_pattern": r"(p\d+)\w*(tl|tr)"}
+    with pytest.warns(LandmetaWarning, match=r"^2 class folder\(s\) hold tiles of one patch only .*: "
+                                             rf"{tmp_path}/raw/b/urban, {tmp_path}/raw/c/forest$"):
+        out = run(tmp_path / "raw", tmp_path / "store", **options)
+    assert json.loads((out / "manifest.json").read_text())["num_chips"] == 4 * 3 * 4 - 3 + 2  # b has one urban tile, c two forest quadrants
+    with pytest.raises(DataError, match=r"raw/b/urban: all its tiles come from one patch"):
+        run(tmp_path / "raw", tmp_path / "strict", strict=True, **options)
+    assert not (tmp_path / "strict").exists()
+    store = ChipStore.open(out)
+    with pytest.warns(LandmetaWarning, match=r"split 'train': 1 of 3 regions cannot give a 3-way 1-shot task "
+                                             r"with 1 queries and are left out: b \(2 classes of > 2 chips\)$"):
+        tasks = load_or_create_tasks(store, "train", "classification", 3, 1, 1, 5, 0)
+    assert {t.region for t in tasks} <= {"a", "c"}

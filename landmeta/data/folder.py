@@ -11,6 +11,7 @@ Class-map file (optional): lines `name,id` (mask values are ids) or `name,id,R,G
 from __future__ import annotations
 
 import re
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from landmeta.classes import IGNORE_INDEX
 from landmeta.data import Scan, Skips, Tile, TileRef
 from landmeta.data.geo import band_files, declared_nodata, read_header, read_raster, stack_bands, to_physical
-from landmeta.errors import ConfigError, DataError
+from landmeta.errors import ConfigError, DataError, LandmetaWarning
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg"}
 GEOTIFF = {".tif", ".tiff"}
@@ -160,6 +161,8 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
                              region=region_name, source=str(path), height=head["height"], width=head["width"],
                              label=label, paths={"image": path, **({"mask": mask} if mask else {})},
                              parent=_parent(pattern, region_name, path)))
+    if not segmentation:
+        _check_single_patch_classes(tiles, skips)
     if not tiles or bands is None or wanted is None:
         raise DataError(f"{root}: no readable tiles (see the skipped inputs)")
     chip = options.chip_size or min(tiles[0].height, tiles[0].width) // options.downsample
@@ -170,6 +173,23 @@ def scan(root: Path, options: Any, skips: Skips) -> Scan:
     return Scan(bands=wanted, class_names=list(names), class_colors=class_colors, kinds=kinds, tiles=tiles,
                 chip_size=chip, load=partial(load, bands=bands, indexes=indexes, mapped=mapped, colours=colours,
                                              segmentation=segmentation))
+
+
+def _check_single_patch_classes(tiles: list[TileRef], skips: Skips) -> None:
+    """Class folders whose tiles all come from one patch (one tile, or quadrants of one parent) can
+    never give both a task's support and query, which come from different patches: one
+    LandmetaWarning naming them (their chips stay in the store, for pretraining), fatal with --strict."""
+    parents: dict[Path, set[str]] = {}
+    for t in tiles:
+        parents.setdefault(Path(t.source).parent, set()).add(t.parent or t.tile)
+    single = [folder for folder, found in parents.items() if len(found) == 1]
+    if not single:
+        return
+    if skips.strict:
+        skips.add(single[0], "all its tiles come from one patch, so it can give no task both support and query")
+    names = ", ".join(str(f) for f in single[:5]) + (f" and {len(single) - 5} more" if len(single) > 5 else "")
+    warnings.warn(f"{len(single)} class folder(s) hold tiles of one patch only and can give no task both support "
+                  f"and query (their chips are kept, for pretraining): {names}", LandmetaWarning, stacklevel=2)
 
 
 def _parent_regex(text: str | None) -> re.Pattern[str] | None:

@@ -7,6 +7,7 @@ of one patch are near neighbours, so a query chip beside a support chip would be
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from landmeta.data.store import ChipStore
-from landmeta.errors import TaskError
+from landmeta.errors import LandmetaWarning, TaskError
 from landmeta.io import atomic_write_json, provenance
 from landmeta.vocab import KINDS, SPLITS
 
@@ -111,6 +112,23 @@ def usable_regions(store: ChipStore, split: str, kind: str, n_way: int, k_shot: 
     return list(cache[key])
 
 
+def warn_left_out(store: ChipStore, split: str, kind: str, n_way: int, k_shot: int, q_query: int) -> None:
+    """One LandmetaWarning naming the regions of `split` where no task of these settings can be drawn
+    (a scene with fewer classes than the ways, or too few chips or patches); none when every region
+    is usable, and none when no region is (drawing a task then fails with the rule)."""
+    usable = set(usable_regions(store, split, kind, n_way, k_shot, q_query))
+    index = _split_index(store, split)
+    if not usable or len(usable) == len(index):
+        return
+    need = k_shot + q_query
+    left = [f"{r} ({len(_eligible(reg, need))} classes of > {need} chips)" if kind == "classification"
+            else f"{r} ({len(np.unique(reg.parents))} patches)" for r, reg in index.items() if r not in usable]
+    what = f"{n_way}-way {k_shot}-shot" if kind == "classification" else f"{k_shot}-shot"
+    warnings.warn(f"{store.path}: split {split!r}: {len(left)} of {len(index)} regions cannot give a {what} "
+                  f"task with {q_query} queries and are left out: {', '.join(left[:5])}"
+                  + (f" and {len(left) - 5} more" if len(left) > 5 else ""), LandmetaWarning, stacklevel=2)
+
+
 def _eligible(region: _Region, need: int) -> list[int]:
     return [c for c, idx in region.by_class.items() if len(idx) > need]
 
@@ -203,6 +221,7 @@ def load_or_create_tasks(store: ChipStore, split: str, kind: str, n_way: int, k_
                 "count": count, "seed": seed, "num_chips": len(store)}
     if path.exists():
         return _load_tasks(path, store, settings)
+    warn_left_out(store, split, kind, n_way, k_shot, q_query)
     rng = np.random.default_rng(seed)
     tasks = [sample_task(store, split, kind, rng, n_way, k_shot, q_query) for _ in range(count)]
     atomic_write_json(path, {"format": TASKS_FORMAT, **settings, "provenance": provenance(),

@@ -30,7 +30,7 @@ from torch import nn
 
 from landmeta.config import Config, dump_config
 from landmeta.data.store import ChipStore
-from landmeta.data.tasks import load_or_create_tasks
+from landmeta.data.tasks import load_or_create_tasks, warn_left_out
 from landmeta.data.transforms import BatchMaker
 from landmeta.errors import CheckpointError, OutputExistsError, TrainingError
 from landmeta.io import atomic_write_json, atomic_write_text, code_version, output_lock, provenance
@@ -131,6 +131,8 @@ def _train(config: Config, data: str | Path, out: Path, resume: bool, progress: 
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
+    if world.main and rates is not None:
+        warn_left_out(store, "train", setup.kind, config.task.n_way, config.task.k_shot, config.task.q_query)
     val_tasks = load_or_create_tasks(store, "val", setup.kind, config.task.n_way, config.task.k_shot,
                                      config.task.q_query, config.task.val_tasks, config.seed) if world.main else []
     eval_batches = BatchMaker(store, config.data.bands, config.data.chip_size, augment=False)
