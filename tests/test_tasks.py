@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import torch
 from store_factory import make_store
 
 from landmeta.data.store import ChipStore
-from landmeta.data.tasks import Task, TaskSampler, load_or_create_tasks, sample_task, usable_regions
+from landmeta.data.tasks import Task, load_or_create_tasks, sample_task, usable_regions
 from landmeta.errors import TaskError
 
 N, K, Q = 4, 2, 3
@@ -24,7 +23,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ChipStore:
 
 
 def _draw(store: ChipStore, kind: str, seed: int, count: int, split: str = "train") -> list[Task]:
-    return list(itertools.islice(TaskSampler(store, split, kind, N, K, Q, seed), count))
+    rng = np.random.default_rng(seed)
+    return [sample_task(store, split, kind, rng, N, K, Q) for _ in range(count)]
 
 
 @pytest.mark.parametrize("kind", ["classification", "segmentation"])
@@ -95,7 +95,7 @@ def test_unusable_region_is_never_drawn(tmp_path: Path):
 
 def test_no_usable_region_gives_clear_error(store: ChipStore):
     with pytest.raises(TaskError, match=r"split 'test' has no region with ≥ 6 classes of > 9 chips"):
-        TaskSampler(store, "test", "classification", 6, 5, 4, seed=0)
+        sample_task(store, "test", "classification", np.random.default_rng(0), 6, 5, 4)
     with pytest.raises(TaskError, match=r"split 'val' has no region with ≥ 90 parent patches"):
         sample_task(store, "val", "segmentation", np.random.default_rng(0), N, 45, 45)
     with pytest.raises(TaskError, match="unknown split 'holdout'"):
@@ -150,7 +150,8 @@ def test_store_written_by_preprocess(tmp_path: Path):
     chips = store.chips
     for kind, n_way in (("segmentation", 0), ("classification", 2)):
         split = next(s for s in ("train", "val", "test") if usable_regions(store, s, kind, n_way, 1, 1))
-        tasks = list(itertools.islice(TaskSampler(store, split, kind, n_way, 1, 1, seed=0), 20))
+        rng = np.random.default_rng(0)
+        tasks = [sample_task(store, split, kind, rng, n_way, 1, 1) for _ in range(20)]
         for task in tasks:
             assert not set(chips["parent"].iloc[task.support]) & set(chips["parent"].iloc[task.query])
         t = BatchMaker(store, bands=["B04", "B03", "B02"], augment=True).task_tensors(tasks[0],

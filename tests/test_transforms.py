@@ -11,7 +11,7 @@ import torch
 from store_factory import BANDS, make_store
 
 from landmeta.data.store import ChipStore
-from landmeta.data.tasks import TaskSampler
+from landmeta.data.tasks import sample_task
 from landmeta.data.transforms import BatchMaker, normalise
 from landmeta.errors import StoreError
 
@@ -22,7 +22,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> ChipStore:
 
 
 def _task(store: ChipStore, kind: str, seed: int = 0):
-    return next(iter(TaskSampler(store, "train", kind, 4, 2, 3, seed)))
+    return sample_task(store, "train", kind, np.random.default_rng(seed), 4, 2, 3)
 
 
 def test_classification_tensors(store: ChipStore):

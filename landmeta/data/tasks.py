@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,22 +186,6 @@ def _segmentation_task(store: ChipStore, region: str, reg: _Region, rng: np.rand
     present = np.unique(masks)
     classes = tuple(int(c) for c in present if c != store.ignore_index)
     return Task(region, support, query, classes, "segmentation")
-
-
-class TaskSampler:
-    """An infinite, seeded stream of tasks from one split (for meta-training)."""
-
-    def __init__(self, store: ChipStore, split: str, kind: str, n_way: int, k_shot: int, q_query: int,
-                 seed: int) -> None:
-        if not usable_regions(store, split, kind, n_way, k_shot, q_query):
-            raise _no_region_error(store, split, kind, n_way, k_shot, q_query)
-        self.store, self.split, self.kind = store, split, kind
-        self.n_way, self.k_shot, self.q_query, self.seed = n_way, k_shot, q_query, seed
-
-    def __iter__(self) -> Iterator[Task]:
-        rng = np.random.default_rng(self.seed)
-        while True:
-            yield sample_task(self.store, self.split, self.kind, rng, self.n_way, self.k_shot, self.q_query)
 
 
 def task_file(store: ChipStore, split: str, kind: str, n_way: int, k_shot: int, q_query: int,
