@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from landmeta.models.symmetry import SYMMETRIES, symmetric_probabilities
+from landmeta.models.symmetry import TURNS, symmetric_probabilities
 
 
 def test_the_eight_symmetries_are_distinct():
     x = torch.arange(16.0).view(1, 1, 4, 4)
-    seen = {tuple(torch.rot90(x.flip(-1) if m else x, k, dims=(-2, -1)).flatten().tolist()) for k, m in SYMMETRIES}
+    seen = {tuple(torch.rot90(x.flip(-1) if m else x, k, dims=(-2, -1)).flatten().tolist()) for k, m in TURNS}
     assert len(seen) == 8
 
 
@@ -31,7 +31,7 @@ def test_an_invariant_classifier_is_unchanged_and_a_general_one_is_averaged():
         torch.testing.assert_close(symmetric_probabilities(pooled, x), pooled(x).softmax(1))
         flat = nn.Sequential(nn.Flatten(), nn.Linear(3 * 36, 4))  # sees pixel positions
         expected = torch.stack([flat(torch.rot90(x.flip(-1) if m else x, k, dims=(-2, -1))).softmax(1)
-                                for k, m in SYMMETRIES]).mean(0)
+                                for k, m in TURNS]).mean(0)
         p = symmetric_probabilities(flat, x)
         torch.testing.assert_close(p, expected)
         assert not torch.allclose(p, flat(x).softmax(1))

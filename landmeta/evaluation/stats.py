@@ -99,16 +99,13 @@ def choice_table(results: pd.DataFrame, choice: dict[str, dict], metric: str, n_
     the paired test against the meta-val runner-up, and the method with the best mean here."""
     rows = []
     for shots, c in sorted(choice.items(), key=lambda item: int(item[0])):
-        at = results[results["shots"] == int(shots)]
-        if at.empty or c["method"] not in set(at["method"]):
+        test = paired_test(results, c["method"], c["runner_up"], int(shots), metric, n_boot, seed)
+        if test is None:  # the two were not scored on common tasks here
             continue
-        means = at.groupby("method")[metric].mean()
-        test = paired_test(results, c["method"], c["runner_up"], int(shots), metric, n_boot, seed) or {
-            "n": 0, "mean_diff": float("nan"), "diff_low": float("nan"), "diff_high": float("nan"),
-            "wilcoxon_p": float("nan"), "bootstrap_p": float("nan")}
+        means = results[results["shots"] == int(shots)].groupby("method")[metric].mean()
         rows.append({"shots": int(shots), "method": c["method"], "val_score": c["val_score"],
                      "runner_up": c["runner_up"], "runner_up_val_score": c["runner_up_val_score"],
                      "val_tasks": c["val_tasks"], "metric": metric, "mean": float(means[c["method"]]),
-                     "runner_up_mean": float(means.get(c["runner_up"], float("nan")))} | test
+                     "runner_up_mean": float(means[c["runner_up"]])} | test
                     | {"best_here": str(means.idxmax()), "best_here_mean": float(means.max())})
     return pd.DataFrame(rows, columns=CHOICE_COLUMNS)

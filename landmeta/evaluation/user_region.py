@@ -95,7 +95,8 @@ def _evaluate_region(source: LabelSource, runs: list[str | Path], out: Path, con
     probe = Evaluator(setup, store=windows.store(path))  # checks every checkpoint before anything is written
     n_way = len(windows.info["task_classes"]) if kind == "classification" else None
     check_heads(probe.methods, kind, n_way, f"the labels {source.labels} have {n_way} classes")
-    tuned = tuned_settings(probe.methods, config, positive, tuned_from)
+    held_out = read_meta(Path(tuned_from) / "meta.json") if tuned_from is not None else None
+    tuned = tuned_settings(probe.methods, config, positive, tuned_from, held_out)
     record = _region_record(source, labelled, windows, splits, block, side, class_map, tuned_from, extra)
     files = {k: str((out / "tasks" / f"labels-{kind}-{k}shot-{count}-seed{config.seed}.json").resolve())
              for k in extra}
@@ -112,7 +113,7 @@ def _evaluate_region(source: LabelSource, runs: list[str | Path], out: Path, con
     out.mkdir(parents=True, exist_ok=True)
     resume_or_start(out, meta, overwrite, RESUME_KEYS + ("user_region",))
     meta["tuned"] = tuned
-    meta["choice"] = carried_choice(tuned_from, positive, set(meta["methods"]))
+    meta["choice"] = carried_choice(held_out, positive, set(meta["methods"]))
     write_windows(path, windows)
     for s, path_s in files.items():
         atomic_write_json(path_s, {"format": TASKS_FORMAT, "labels": record["labels"], "kind": kind, "k_shot": s,
@@ -265,13 +266,12 @@ def _tasks(windows: LabelWindows, splits: list[Split], shots: list[int], positiv
     return {s: lists[s or positive[0]] for s in shots}, extra
 
 
-def tuned_settings(methods: list[Method], config: Config, positive: list[int],
-                   tuned_from: str | Path | None) -> dict[str, dict[str, Any]]:
+def tuned_settings(methods: list[Method], config: Config, positive: list[int], tuned_from: str | Path | None,
+                   old: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     """Per method and shot count the adaptation settings: those chosen on meta-val by a held-out
-    evaluation of the same checkpoints (`tuned_from`), or else those `landmeta adapt` uses."""
+    evaluation of the same checkpoints (`tuned_from`, its meta.json `old`), or else those `landmeta adapt` uses."""
     cfg = config.eval
     settings: dict[str, dict[str, Any]] = {}
-    old = read_meta(Path(tuned_from) / "meta.json") if tuned_from is not None else None
     for m in (m for m in methods if m.family in TUNED_FAMILIES):
         if old is None or tuned_from is None:
             steps = cfg.finetune_steps[0] if m.family == "pretrain" else next(
@@ -295,12 +295,10 @@ def tuned_settings(methods: list[Method], config: Config, positive: list[int],
     return settings
 
 
-def carried_choice(tuned_from: str | Path | None, positive: list[int], methods: set[str]) -> dict[str, Any]:
-    """The methods chosen on meta-val by the held-out evaluation `tuned_from`, for the shot counts
-    evaluated here whose chosen method and runner-up are both evaluated here ({} without one)."""
-    if tuned_from is None:
-        return {}
-    choice = read_meta(Path(tuned_from) / "meta.json").get("choice", {})
+def carried_choice(held_out: dict[str, Any] | None, positive: list[int], methods: set[str]) -> dict[str, Any]:
+    """The methods chosen on meta-val by the held-out evaluation whose meta.json is `held_out`, for the
+    shot counts evaluated here whose chosen method and runner-up are both evaluated here ({} without one)."""
+    choice = held_out.get("choice", {}) if held_out is not None else {}
     return {str(s): choice[str(s)] for s in positive
             if str(s) in choice and {choice[str(s)]["method"], choice[str(s)]["runner_up"]} <= methods}
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-SYMMETRIES = [(k, mirror) for mirror in (False, True) for k in range(4)]  # (quarter turns, mirrored first)
+TURNS = [(k, mirror) for mirror in (False, True) for k in range(4)]  # (quarter turns, mirrored first):
+# the group of `data.transforms.SYMMETRIES`, here as torch turns that can be undone on output maps
 
 
 def symmetric_probabilities(model: nn.Module, x: Tensor) -> Tensor:
@@ -15,7 +16,7 @@ def symmetric_probabilities(model: nn.Module, x: Tensor) -> Tensor:
     if x.shape[-1] != x.shape[-2]:
         raise ValueError(f"test-time symmetries need square chips, got {x.shape[-2]}x{x.shape[-1]}")
     total: Tensor | None = None
-    for k, mirror in SYMMETRIES:
+    for k, mirror in TURNS:
         turned = torch.rot90(x.flip(-1) if mirror else x, k, dims=(-2, -1))
         p = model(turned).softmax(1)
         if p.dim() == 4:
@@ -23,4 +24,4 @@ def symmetric_probabilities(model: nn.Module, x: Tensor) -> Tensor:
             p = p.flip(-1) if mirror else p
         total = p if total is None else total + p
     assert total is not None
-    return total / len(SYMMETRIES)
+    return total / len(TURNS)

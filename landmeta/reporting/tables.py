@@ -98,9 +98,6 @@ def choice_lines(choice: pd.DataFrame, split: str | None) -> list[str]:
     for r in choice.sort_values("shots").itertuples():
         line = (f"{int(r.shots)}-shot: run {r.method}. On meta-val it scored {r.val_score:.3f} against "
                 f"{r.runner_up_val_score:.3f} for {r.runner_up}, the next best ({int(r.val_tasks)} tasks). ")
-        if int(r.n) == 0:
-            lines.append(line + f"{r.runner_up} was not scored on {here}.")
-            continue
         line += (f"On {here} it scores {r.mean:.3f}, {r.mean_diff:+.3f} [{r.diff_low:+.3f}, {r.diff_high:+.3f}] "
                  f"against {r.runner_up} (Wilcoxon p {_p(r.wilcoxon_p).rstrip(' *')}, {int(r.n)} tasks): ")
         significant = math.isfinite(r.wilcoxon_p) and r.wilcoxon_p < 0.05
