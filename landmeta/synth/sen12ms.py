@@ -202,21 +202,23 @@ def render_patch(region: Region, rng: np.random.Generator, size: int = PATCH_PX)
     emb[2] = region.soil
     refl = np.einsum("hwe,eb->bhw", f, emb)
     refl *= region.class_gain.astype(np.float32)[cls].transpose(2, 0, 1)
-    shade = sp.CLASS_SHADE[cls] * (1 + 0.06 * rng.standard_normal((size, size)) * (cls == FOREST))
+    grain = rng.standard_normal((size, size)) + smooth_noise(size, rng.uniform(2, 4), rng)
+    shade = sp.CLASS_SHADE[cls] * np.exp(sp.CLASS_GRAIN[cls] * grain)
     if (cls == URBAN).any():  # streets and roofs: a rotated grid of dark lanes, bright/dark blocks
         a = rng.uniform(0, np.pi)
         yy, xx = np.mgrid[0:size, 0:size]
         u, v = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
-        block = rng.uniform(6, 12)
+        block = rng.uniform(8, 16)
         street = ((u % block) < 1.5) | ((v % block) < 1.5)
-        roofs = np.exp(0.25 * rng.standard_normal((size // 2 + 1, size // 2 + 1))).repeat(2, 0).repeat(2, 1)
+        roofs = np.exp(0.25 * rng.standard_normal((size // 3 + 1, size // 3 + 1))).repeat(3, 0).repeat(3, 1)
         shade = np.where(cls == URBAN, shade * np.where(street, 0.6, roofs[:size, :size]), shade)
-    terrain = 1.0 + (0.12 if region.biome == "mountain" else 0.04) * smooth_noise(size, 30, rng)
+    terrain = 1.0 + (0.12 if region.biome == "mountain" else 0.04) * smooth_noise(size, 30, rng) * (cls != WATER)
     refl *= (shade * terrain * region.illumination).astype(np.float32)[None]
     refl = gaussian_filter(refl, sigma=(0, 0.6, 0.6))  # point spread of the sensor
 
     # Atmosphere, clouds, sensor noise, native band resolutions, quantisation, nodata.
-    toa = sp.HAZE_SPECTRUM[:, None, None] * region.haze + (1 - 0.1 * region.haze) * refl
+    path = sp.RAYLEIGH_SPECTRUM + sp.HAZE_SPECTRUM * region.haze
+    toa = path[:, None, None] + (1 - 0.1 * region.haze) * refl
     if rng.random() < region.cloudiness:
         dens = smooth_noise(size, rng.uniform(8, 20), rng)
         thick = np.clip((dens - np.quantile(dens, 1 - rng.uniform(0.005, 0.05))) * 2.0, 0, 1)

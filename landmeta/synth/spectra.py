@@ -27,6 +27,9 @@ ENDMEMBER_SPECTRA = np.array([
 SOIL_REDNESS_TILT = np.array([-0.5, -0.4, -0.2, 0.15, 0.15, 0.1, 0.05, 0.05, 0.05, 0.0, 0.0, 0.0, 0.0])
 # Additive path radiance of haze, strongest at short wavelengths.
 HAZE_SPECTRUM = np.array([0.10, 0.085, 0.060, 0.040, 0.034, 0.030, 0.026, 0.022, 0.021, 0.016, 0.0, 0.006, 0.003])
+# Rayleigh path radiance of a clear Level-1C scene (molecular scattering, ~wavelength^-4): the
+# blue cast of real top-of-atmosphere imagery, in which land is bluer than it is green or red.
+RAYLEIGH_SPECTRUM = np.array([0.110, 0.075, 0.044, 0.022, 0.018, 0.014, 0.011, 0.008, 0.008, 0.005, 0.0, 0.0006, 0.0002])
 CLOUD_SPECTRUM = np.array([0.55, 0.55, 0.54, 0.54, 0.55, 0.55, 0.55, 0.55, 0.55, 0.45, 0.12, 0.40, 0.28])
 
 # Mean endmember fractions per simplified class at full greenness (green, dry, soil, water,
@@ -46,6 +49,8 @@ CLASS_FRACTIONS = np.array([
 CLASS_CONCENTRATION = np.array([40.0, 15.0, 15.0, 15.0, 12.0, 6.0, 12.0, 20.0, 25.0, 60.0])
 # Brightness factor for sub-pixel shadow (canopies, buildings).
 CLASS_SHADE = np.array([0.72, 0.92, 0.88, 0.97, 0.95, 0.95, 0.85, 1.0, 1.0, 1.0])
+# Amplitude (log scale) of the 1-3 px grain within a parcel: crowns, shrubs, rows, tracks, relief.
+CLASS_GRAIN = np.array([0.12, 0.15, 0.15, 0.10, 0.10, 0.08, 0.0, 0.05, 0.10, 0.0])
 # Endmember fractions of crop stages: bare, emerging, green, ripe/harvested.
 CROP_STAGES = np.array([
     [0.04, 0.08, 0.88, 0.0, 0.0, 0.0],
