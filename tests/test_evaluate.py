@@ -17,10 +17,10 @@ from landmeta.config import config_to_dict, load_config
 from landmeta.data.store import ChipStore
 from landmeta.data.tasks import load_or_create_tasks
 from landmeta.errors import CheckpointError, DataError, ModelError, OutputExistsError
-from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
+from landmeta.evaluation.baselines import forest_samples, head_inputs, nearest_prototype, random_forest
 from landmeta.evaluation.methods import tuning_grid
 from landmeta.evaluation.protocol import evaluate
-from landmeta.evaluation.results import read_examples
+from landmeta.evaluation.results import read_examples, read_results_csv, write_results_csv
 from landmeta.evaluation.runner import EvalSetup, Evaluator
 from landmeta.evaluation.stats import mean_ci
 from landmeta.evaluation.tuning import choose_methods
@@ -66,7 +66,7 @@ def test_every_method_on_the_same_tasks(evaluated, setup):
     _, store_path, _, _ = setup
     results = pd.read_csv(evaluated / "results.csv")
     meta = json.loads((evaluated / "meta.json").read_text())
-    methods = ["maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"]
+    methods = ["maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain", "rff-maml", "rff-pretrain"]
     assert list(meta["methods"]) == methods and meta["reference"] == "maml" and meta["status"] == "complete"
     for shots in (1, 2):
         part = results[results.shots == shots]
@@ -93,14 +93,15 @@ def test_summary_and_tests_follow_results(evaluated):
     mean, half, n = mean_ci(results[(results.method == "rf") & (results.shots == 2)].kappa)
     assert (row["mean"], row["ci"], row["n"]) == pytest.approx((mean, half, n))
     tests = pd.read_csv(evaluated / "tests.csv")
-    assert set(tests.method) == {"pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"}
+    assert set(tests.method) == {"pretrain", "random", "rf", "ncm-maml", "ncm-pretrain", "rff-maml", "rff-pretrain"}
     assert set(tests.shots) == {1, 2} and (tests.n == 3).all()
 
 
 def test_examples_saved(evaluated):
     (ex,) = read_examples(evaluated / "examples.npz")
     assert ex["shots"] == 1 and ex["query_rgb"].dtype == np.uint8 and ex["query_rgb"].shape[-1] == 3
-    assert set(ex["predictions"]) == {"maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"}
+    assert set(ex["predictions"]) == {"maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain",
+                                      "rff-maml", "rff-pretrain"}
     assert set(np.unique(ex["query_y"])) <= set(ex["classes"])  # global class ids
 
 
@@ -164,6 +165,28 @@ def test_resume_scores_on_meta_val_only_what_is_missing(evaluated, setup, tmp_pa
     assert set(now["choice"]) == {"1", "2"}
 
 
+def test_resume_scores_only_the_methods_an_older_folder_lacks(evaluated, setup, tmp_path):
+    """A folder written before the rff baselines existed: resuming it scores them on meta-val and on
+    every task, and leaves the rows and tuned settings already there as they were."""
+    root, store_path, _, runs = setup
+    out = tmp_path / "results"
+    out.mkdir()
+    meta = json.loads((evaluated / "meta.json").read_text())
+    older = {key: {n: v for n, v in meta[key].items() if not n.startswith("rff-")} for key in ("methods", "tuned")}
+    (out / "meta.json").write_text(json.dumps(meta | older | {"choice": {}}))
+    full = read_results_csv(evaluated / "results.csv", "classification")
+    write_results_csv(out / "results.csv", full[~full.method.str.startswith("rff-")], "classification")
+    kept = (out / "results.csv").read_text()
+    evaluate(store_path, runs, out, load_config("tiny.yaml", FAST), shots=[0, 1, 2], tasks=3)
+    now = json.loads((out / "meta.json").read_text())
+    assert now["tuned"] == meta["tuned"] and list(now["methods"]) == list(meta["methods"])
+    assert (out / "results.csv").read_text().startswith(kept)  # only rows appended
+    key = ["shots", "method", "task"]
+    after = read_results_csv(out / "results.csv", "classification").sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(full.sort_values(key).reset_index(drop=True), after)
+    assert {"rff-maml", "rff-pretrain"} <= set(pd.read_csv(out / "summary.csv").method)
+
+
 def test_results_of_another_split_are_refused(evaluated, setup):
     root, store_path, _, runs = setup
     with pytest.raises(DataError, match="another evaluation .*split"):
@@ -215,7 +238,7 @@ def test_cli_evaluate_segmentation(tmp_path, capsys):
     results = pd.read_csv(tmp_path / "res" / "results.csv")
     # a segmentation head covering the store's classes allows 0-shot for both networks
     assert sorted(results[results.shots == 0].method.unique()) == ["maml", "pretrain"]
-    assert results.miou.between(0, 1).all() and len(results[results.shots == 1]) == 2 * 6
+    assert results.miou.between(0, 1).all() and len(results[results.shots == 1]) == 2 * 8
 
 
 def test_random_forest_and_prototypes_hand_examples():
@@ -231,6 +254,51 @@ def test_random_forest_and_prototypes_hand_examples():
     protos = nearest_prototype(torch.tensor([[0., 0.], [2., 0.], [10., 10.]]), torch.tensor([0, 0, 1]),
                                torch.tensor([[1., 1.], [6., 6.]]))
     assert protos.tolist() == [0, 1]  # prototypes (1, 0) and (10, 10)
+
+
+def test_random_forest_on_features_hand_examples():
+    """The same band values everywhere, the features tell the classes apart: the forest given them does."""
+    rng = np.random.default_rng(0)
+    xs = np.ones((6, 2, 4, 4), dtype=np.float32)
+    ys = np.array([0, 0, 0, 1, 1, 1])
+    fs = np.repeat([[0.0], [5.0]], 3, axis=0).astype(np.float32)
+    xq = np.ones((4, 2, 4, 4), dtype=np.float32)
+    fq = np.array([[5.0], [0.0], [0.0], [5.0]], dtype=np.float32)
+    assert forest_samples("classification", xs, fs).shape == (6, 2 * 2 + 1)
+    assert random_forest("classification", xs, ys, xq, trees=10, features=(fs, fq)).tolist() == [1, 0, 0, 1]
+    masks = np.where(rng.random((6, 4, 4)) < 0.5, 3, 1).astype(np.uint8)
+    masks[0, 0, 0] = 255
+    pixel_fs = np.where(masks == 3, 5.0, 0.0)[:, None].astype(np.float32)  # (n, 1, H, W)
+    pixel_fq = np.where(rng.random((4, 1, 4, 4)) < 0.5, 5.0, 0.0).astype(np.float32)
+    assert forest_samples("segmentation", xs, pixel_fs).shape == (6 * 16, 2 + 1)
+    pred = random_forest("segmentation", xs, masks, xq, trees=10, features=(pixel_fs, pixel_fq))
+    assert pred.shape == (4, 4, 4) and (pred == np.where(pixel_fq[:, 0] > 2.5, 3, 1)).all()
+    with pytest.raises(ModelError, match="do not match"):
+        random_forest("segmentation", xs, masks, xq, features=(pixel_fs[:, :, :2], pixel_fq))
+
+
+@pytest.mark.parametrize("kind", ["classification", "segmentation"])
+def test_forest_on_a_network_features_predicts_each_query(kind, tmp_path):
+    """rff-<run>: the forest on band values plus the run's head inputs, a prediction per query chip
+    (classification) or pixel (segmentation) that the features change."""
+    store_path = make_store(tmp_path / "store", chip_size=32)
+    store = ChipStore.open(store_path)
+    runs = [str(write_checkpoint(tmp_path / f"{m}.pt", store, m, kind)) for m in ("maml", "pretrain")]
+    config = load_config("tiny.yaml" if kind == "classification" else "tiny-seg.yaml", FAST)
+    ev = Evaluator(EvalSetup(str(store_path), "test", kind, runs, config_to_dict(config), 0))
+    methods = {m.name: m for m in ev.methods}
+    assert methods["rff-pretrain"].family == "rff" and tuning_grid(config, "rff") == [{}]
+    changed = []
+    for task in load_or_create_tasks(ev.store, "test", kind, 4, 2, 2, 3, 0):
+        xs, ys, xq, yq = ev.tensors(task)
+        rf = ev.predict(methods["rf"], task, xs, ys, xq, 0)
+        for name in ("rff-maml", "rff-pretrain"):
+            pred = ev.predict(methods[name], task, xs, ys, xq, 0)
+            assert pred.shape == yq.shape == rf.shape
+            assert set(np.unique(pred)) <= set(np.unique(ys.numpy())) - {255}  # classes labelled in the support
+            assert np.array_equal(pred, ev.predict(methods[name], task, xs, ys, xq, 0))  # seeded
+            changed.append(not np.array_equal(pred, rf))
+    assert any(changed)
 
 
 def test_head_inputs_are_the_features_the_head_sees():
@@ -274,7 +342,7 @@ def test_evaluate_on_a_store_from_a_folder_of_own_tiles(tmp_path):
     out = evaluate(store_path, runs, tmp_path / "res", load_config("tiny-seg.yaml", FAST + ["task.q_query=1"]),
                    shots=[1], tasks=2)
     results = pd.read_csv(out / "results.csv")
-    assert set(results.region) <= {"farm4", "farm5"} and len(results) == 2 * 6
+    assert set(results.region) <= {"farm4", "farm5"} and len(results) == 2 * 8
     assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
     assert "No map: the store has no region locations" in (tmp_path / "report" / "index.md").read_text()
 
@@ -335,7 +403,7 @@ def test_test_time_symmetries_leave_the_forest_and_class_means_alone(setup):
     plain = {m.name: ev.predict(m, task, xs, ys, xq, 0, {"steps": 2}) for m in ev.methods}
     ev.config.eval.tta = True
     turned = {m.name: ev.predict(m, task, xs, ys, xq, 0, {"steps": 2}) for m in ev.methods}
-    assert np.array_equal(plain["rf"], turned["rf"]) and np.array_equal(plain["ncm-maml"], turned["ncm-maml"])
+    assert all(np.array_equal(plain[name], turned[name]) for name in ("rf", "ncm-maml", "rff-maml"))
     assert all(turned[name].shape == plain[name].shape for name in plain)
 
 

@@ -105,7 +105,7 @@ def test_support_and_query_are_spatially_separated(region):
 def test_every_method_and_task_has_rows_and_the_report_renders(region, capsys):
     root, _, held_out, out, _ = region
     results = pd.read_csv(out / "results.csv")
-    methods = ["maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain"]
+    methods = ["maml", "pretrain", "random", "rf", "ncm-maml", "ncm-pretrain", "rff-maml", "rff-pretrain"]
     for shots in (1, 2):
         part = results[results.shots == shots]
         assert sorted(part.method) == sorted(methods * 4)
@@ -126,7 +126,7 @@ def test_every_method_and_task_has_rows_and_the_report_renders(region, capsys):
     page = (root / "report" / "index.md").read_text()
     assert "over S2B_MSIL2A_20180421T114349_41_4 (segmentation, your own labels)" in page
     assert "From the user's own labels, not the held-out-region protocol" in page and "19 features" in page
-    assert "## miou" in page and "| ncm-pretrain |" in page
+    assert "## miou" in page and "| ncm-pretrain |" in page and "| rff-pretrain |" in page
     assert f"- 1-shot: run {meta['choice']['1']['method']}. On meta-val it scored" in page
     assert "On these tasks it scores" in page
 
@@ -179,7 +179,7 @@ def test_classifier_on_three_classes(tmp_path, capsys):
         assert sorted(windows.labels[task["support"]].tolist()) == sorted(task["classes"] * 2)
         assert set(windows.labels[task["query"]].tolist()) == set(task["classes"])  # every class in the query
     results = pd.read_csv(tmp_path / "res" / "results.csv")
-    assert len(results) == 2 * 3 * 6 and results.macro_f1.between(0, 1).all()
+    assert len(results) == 2 * 3 * 8 and results.macro_f1.between(0, 1).all()
 
 
 def _bad(tmp_path: Path, case: str) -> tuple[list, str]:

@@ -219,10 +219,11 @@ def test_train_and_evaluate_protomaml(tmp_path: Path) -> None:
                  "--tasks", "2", "--set", "eval.rf_trees=5", "--set", "eval.finetune_steps=[2]",
                  "--set", "eval.bootstrap=200"]) == 0
     meta = json.loads((out / "meta.json").read_text())
-    assert list(meta["methods"]) == ["protomaml", "random", "rf", "ncm-protomaml"]
+    assert list(meta["methods"]) == ["protomaml", "random", "rf", "ncm-protomaml", "rff-protomaml"]
     assert meta["reference"] == "protomaml" and meta["methods"]["ncm-protomaml"]["family"] == "ncm"
     results = pd.read_csv(out / "results.csv")
-    assert sorted(results[results.shots == 1].method.unique()) == ["ncm-protomaml", "protomaml", "random", "rf"]
+    assert sorted(results[results.shots == 1].method.unique()) == ["ncm-protomaml", "protomaml", "random", "rf",
+                                                                   "rff-protomaml"]
     assert results[results.shots == 0].empty
 
 

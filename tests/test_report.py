@@ -51,6 +51,7 @@ def test_markdown_tables_figures_and_provenance(report):
                     "## Qualitative examples", "## Provenance"):
         assert section in md
     assert "| method | 0-shot | 1-shot | 2-shot |" in md
+    assert "| rff-maml |" in md and "| rff-pretrain |" in md  # the forest on each run's features
     assert re.search(r"\*\*\d\.\d{3} ± \d\.\d{3}\*\*", md)  # the best mean of a column is bold
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (report / link).is_file()

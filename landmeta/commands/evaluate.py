@@ -24,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `evaluate` sub-command to the parser."""
     parser = sub.add_parser("evaluate", help="compare methods on the saved tasks of held-out regions",
                             description="Score every checkpoint (MAML family adapted with its inner loop, "
-                            "pretrain fine-tuned) and the baselines (random init, random forest, nearest class mean "
-                            "on each network's features) "
+                            "pretrain fine-tuned) and the baselines (random init, random forest, and on each "
+                            "network's features nearest class mean and random forest with band values) "
                             "on the same saved tasks. Settings come from --config, else from the first run's "
                             "config; --set overrides either. With --scene and --labels instead of --data: "
                             "tasks of your own labels over one scene, support and query in separate spatial "

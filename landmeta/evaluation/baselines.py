@@ -1,6 +1,6 @@
-"""Baselines beyond the paper: a random forest on band values and nearest-class-mean classifiers on a
-network's features (`ncm-<run>` in the results). Each is fitted on one task's support set and predicts
-its query set."""
+"""Baselines beyond the paper: a random forest on band values (`rf`), the same forest on band values
+plus a network's features (`rff-<run>`) and nearest-class-mean classifiers on a network's features
+(`ncm-<run>`). Each is fitted on one task's support set and predicts its query set."""
 
 from __future__ import annotations
 
@@ -19,30 +19,41 @@ def chip_statistics(images: np.ndarray) -> np.ndarray:
     return np.concatenate([flat.mean(-1), flat.std(-1)], axis=1)
 
 
+def forest_samples(kind: str, images: np.ndarray, features: np.ndarray | None = None) -> np.ndarray:
+    """The forest's samples: classification (n, 2C [+ D]), chip statistics then `features` (n, D);
+    segmentation (n·H·W, C [+ D]), each pixel's band values then its `features` (n, D, H, W)."""
+    if features is not None and (features.shape[0] != images.shape[0]
+                                 or (kind == "segmentation" and features.shape[2:] != images.shape[2:])):
+        raise ModelError(f"random forest: features of shape {features.shape} do not match images {images.shape}")
+    if kind == "classification":
+        stats = chip_statistics(images)
+        return stats if features is None else np.concatenate([stats, features], axis=1)
+    stacked = images if features is None else np.concatenate([images, features.astype(images.dtype)], axis=1)
+    return stacked.transpose(0, 2, 3, 1).reshape(-1, stacked.shape[1])
+
+
 def random_forest(kind: str, x_support: np.ndarray, y_support: np.ndarray, x_query: np.ndarray,
-                  seed: int = 0, trees: int = 100, max_pixels: int = 20000, ignore_index: int = 255) -> np.ndarray:
+                  seed: int = 0, trees: int = 100, max_pixels: int = 20000, ignore_index: int = 255,
+                  features: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Fit a random forest on the support set and predict the query set.
 
     Classification: one sample per chip, features = per-band mean and std; returns (n_query,) labels.
     Segmentation: one sample per labelled support pixel (at most `max_pixels`, drawn at random),
-    features = band values; returns (n_query, H, W) class ids.
+    features = band values; returns (n_query, H, W) class ids. `features` (support, query): a
+    network's head inputs, appended to each sample's (`forest_samples`).
     """
-    rng = np.random.default_rng(seed)
-    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1)
-    if kind == "classification":
-        forest.fit(chip_statistics(x_support), y_support)
-        return forest.predict(chip_statistics(x_query))
-    bands = x_support.shape[1]
-    pixels = x_support.transpose(0, 2, 3, 1).reshape(-1, bands)
+    support_features, query_features = features if features is not None else (None, None)
+    samples = forest_samples(kind, x_support, support_features)
     labels = y_support.reshape(-1)
     keep = np.flatnonzero(labels != ignore_index)
     if keep.size == 0:
-        raise ModelError("random forest: the support masks have no labelled pixel")
-    if keep.size > max_pixels:
-        keep = np.sort(rng.choice(keep, max_pixels, replace=False))
-    forest.fit(pixels[keep], labels[keep])
-    n, _, h, w = x_query.shape
-    return forest.predict(x_query.transpose(0, 2, 3, 1).reshape(-1, bands)).reshape(n, h, w)
+        raise ModelError("random forest: the support has no labelled sample")
+    if kind == "segmentation" and keep.size > max_pixels:
+        keep = np.sort(np.random.default_rng(seed).choice(keep, max_pixels, replace=False))
+    forest = RandomForestClassifier(n_estimators=trees, random_state=seed, n_jobs=1)
+    forest.fit(samples[keep], labels[keep])
+    pred = forest.predict(forest_samples(kind, x_query, query_features))
+    return pred if kind == "classification" else pred.reshape(x_query.shape[0], *x_query.shape[2:])
 
 
 def head_inputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """The methods an evaluation compares: each checkpoint's own (MAML family, pretrain), random init, the
-random forest and the nearest-class-mean (ncm) classifiers on each checkpoint's features; where
-checkpoints come from; the grids tuned on meta-val."""
+random forest on band values (rf), and on each checkpoint's features the nearest-class-mean (ncm)
+classifiers and the random forest on band values plus those features (rff); where checkpoints come
+from; the grids tuned on meta-val."""
 
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ from landmeta.vocab import TRAIN_METHODS
 
 CHECKPOINT_NAMES = ("best.pt", "last.pt")  # what `landmeta train` writes into a run folder
 TUNED_FAMILIES = ("maml", "pretrain", "random")  # methods with settings chosen on meta-val
-UNTUNED_FAMILIES = ("rf", "ncm")  # scored on meta-val (for the choice of method) with one setting
+UNTUNED_FAMILIES = ("rf", "ncm", "rff")  # scored on meta-val (for the choice of method) with one setting
+FEATURE_FAMILIES = ("ncm", "rff")  # baselines on a checkpoint's head inputs (`baselines.head_inputs`)
 
 
 @dataclass
 class Method:
-    """One evaluated method: its family (maml, pretrain, random, rf, ncm) and, for networks, a model."""
+    """One evaluated method: its family (maml, pretrain, random, rf, ncm, rff) and, for networks, a model."""
 
     name: str
     family: str
@@ -43,7 +45,7 @@ class Method:
 
     @property
     def network(self) -> nn.Module:
-        """The trained network of a checkpoint's own method or its nearest-class-mean classifier."""
+        """The trained network of a checkpoint's own method or of a baseline on its features."""
         assert self.model is not None, f"{self.name} has no trained network"
         return self.model
 
@@ -64,7 +66,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]]:
     """The candidates tried on meta-val: test-time inner steps for the MAML family (`eval.adapt_steps`;
     none given: the checkpoint's `meta.test_inner_steps` alone), fine-tuning steps × lr × layers for
-    pretrain or random init, one empty setting for the random forest and nearest class means.
+    pretrain or random init, one empty setting for the untuned baselines (`UNTUNED_FAMILIES`).
 
     For pretraining, 0 steps (no fine-tuning: the network as trained, its head cut to the task's
     classes) is one candidate, without learning rate or layers. A random-init network is
@@ -84,7 +86,8 @@ def tuning_grid(config: Config, family: str = "pretrain") -> list[dict[str, Any]
 
 
 def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int) -> list[Method]:
-    """The checkpoints' methods plus random init, random forest and nearest class means, in report order."""
+    """The checkpoints' methods plus random init, random forest, and nearest class means and random
+    forests on each checkpoint's features, in report order."""
     runs: list[Method] = []
     for path in checkpoints:
         ckpt = Checkpoint.load(path)
@@ -125,8 +128,9 @@ def load_methods(checkpoints: list[str], store: ChipStore, kind: str, seed: int)
     methods.append(Method("random", "random", base.checkpoint.replace(method="random"),
                           info={"family": "random", "architecture_of": base.checkpoint.where}))
     methods.append(Method("rf", "rf", info={"family": "rf"}))
-    methods += [Method(f"ncm-{m.name}", "ncm", m.checkpoint, m.model,
-                       info={"family": "ncm", "features_of": m.checkpoint.where}) for m in runs]
+    methods += [Method(f"{family}-{m.name}", family, m.checkpoint, m.model,
+                       info={"family": family, "features_of": m.checkpoint.where})
+                for family in FEATURE_FAMILIES for m in runs]
     return methods
 
 

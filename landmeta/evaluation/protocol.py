@@ -2,12 +2,13 @@
 
 Methods: each MAML-family checkpoint adapted with its own inner loop; pretrain-then-finetune and
 random init, fine-tuned with steps, learning rate and layers chosen on meta-val tasks (never test);
-a random forest on band values; nearest-class prototypes on each checkpoint's features; and 0-shot
-prediction where a network's head covers the store's classes. Every method is also scored on the
-meta-val tasks, and the best there is the method recommended per shot count (`choice.csv`).
+a random forest on band values; on each checkpoint's features, nearest-class prototypes and the
+random forest on band values plus those features; and 0-shot prediction where a network's head
+covers the store's classes. Every method is also scored on the meta-val tasks, and the best there
+is the method recommended per shot count (`choice.csv`).
 
 Label spaces: classification predicts the task's N classes; for segmentation the networks predict
-among all the store's classes (as a deployed map would), the random forest and the prototypes
+among all the store's classes (as a deployed map would), the random forests and the prototypes
 among the classes labelled in the support set. The query's classes are never looked at.
 """
 

@@ -21,7 +21,7 @@ from landmeta.data.store import ChipStore
 from landmeta.data.tasks import Task
 from landmeta.data.transforms import BatchMaker
 from landmeta.evaluation.baselines import head_inputs, nearest_prototype, random_forest
-from landmeta.evaluation.methods import Method, load_methods, tuning_grid
+from landmeta.evaluation.methods import FEATURE_FAMILIES, Method, load_methods, tuning_grid
 from landmeta.evaluation.windows import open_windows
 from landmeta.meta.adapt import adapt, set_norm_stats
 from landmeta.metrics import metric_names, task_metrics
@@ -82,15 +82,19 @@ class Evaluator:
         """Query predictions of one method after fitting on the support set (empty support: 0-shot)."""
         cfg = self.config.eval
         classes = list(task.classes)
-        if method.family == "rf":
-            return random_forest(self.kind, xs.numpy(), ys.numpy(), xq.numpy(), seed=seed, trees=cfg.rf_trees,
-                                 max_pixels=cfg.rf_max_pixels, ignore_index=self.store.ignore_index)
-        if method.family == "ncm":
+        features = None
+        if method.family in FEATURE_FAMILIES:
             model = copy.deepcopy(method.network)
             set_norm_stats(model, xs, cfg.norm_stats)
             model.eval()
-            return nearest_prototype(head_inputs(model, xs), ys, head_inputs(model, xq),
-                                     self.store.ignore_index).numpy()
+            fs, fq = head_inputs(model, xs), head_inputs(model, xq)
+            if method.family == "ncm":
+                return nearest_prototype(fs, ys, fq, self.store.ignore_index).numpy()
+            features = (fs.numpy(), fq.numpy())
+        if method.family in ("rf", "rff"):
+            return random_forest(self.kind, xs.numpy(), ys.numpy(), xq.numpy(), seed=seed, trees=cfg.rf_trees,
+                                 max_pixels=cfg.rf_max_pixels, ignore_index=self.store.ignore_index,
+                                 features=features)
         if method.family == "maml":
             model = adapt(method.checkpoint, method.network, xs, ys, steps=(hp or {}).get("steps"),
                           classes=classes if self.kind == "classification" else None, norm_stats=cfg.norm_stats)
