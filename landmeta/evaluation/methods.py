@@ -39,7 +39,7 @@ class Method:
 
     @property
     def checkpoint(self) -> Checkpoint:
-        """The checkpoint of a network method (every family but the random forest)."""
+        """The checkpoint of a network method (every family but rf)."""
         assert self.ckpt is not None, f"{self.name} is not a network"
         return self.ckpt
 
